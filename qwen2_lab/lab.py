@@ -1,0 +1,211 @@
+"""`Lab`: one loaded Qwen2 model, opened up.
+
+    lab = qwen2_lab.load("tiny")
+    lab.arch                                   # the shape, in plain numbers
+    trace = lab.trace("1+1=", sites=["layers.*.attn.pattern"])
+    for stage in lab.step("1+1="): ...         # every stage, one at a time
+    lab.generate([{"role": "user", "content": "Hi"}], max_new_tokens=20)
+
+Inputs everywhere: a string (tokenized as is: Qwen2 adds no BOS), chat messages (role/content dicts, rendered with
+the chat template and the assistant prompt), or token ids (a list or a 1-D tensor).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+
+from .arch import arch_of
+from .forward import everything, qwen2_forward
+from .trace import EXPLAIN, SiteFilter, Trace, estimate_bytes, split_site
+
+DEFAULT_TRACE_LIMIT = 4 * 2**30  # bytes a trace may keep before lab.trace asks for sites= or layers=
+
+
+class Stage(NamedTuple):
+    """One stage of the forward pass, as `lab.step` yields it. `tensor` has no batch dimension."""
+
+    site: str
+    layer: int | None
+    tensor: torch.Tensor
+    why: str
+
+    def __repr__(self) -> str:
+        return f"{self.site:<28} {str(list(self.tensor.shape)):<18} {self.why}"
+
+
+class Lab:
+    """Wraps an HF `Qwen2ForCausalLM` or `Qwen2MoeForCausalLM`; `tokenizer` may be None when inputs are token ids."""
+
+    def __init__(self, model, tokenizer=None, *, name: str | None = None):
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in ("qwen2", "qwen2_moe") or not hasattr(model, "lm_head"):
+            raise TypeError(
+                f"Lab wraps a Qwen2ForCausalLM or Qwen2MoeForCausalLM, got {type(model).__name__}"
+                f" (model_type {model_type!r}); load one with qwen2_lab.load(...) or transformers' from_pretrained"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or model.config._name_or_path or model_type
+        self.arch = arch_of(model.config, self.name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def __repr__(self) -> str:
+        return f"Lab({self.name!r}, {self.arch.model_type}, {self.arch.total_params / 1e6:,.1f}M params, {self.dtype}, {self.device})"
+
+    # ---- inputs ------------------------------------------------------------------------------------------------
+
+    def encode(self, inputs) -> torch.Tensor:
+        """Token ids [S] for a string, chat messages or ids (see the module docstring)."""
+        if isinstance(inputs, torch.Tensor):
+            ids = inputs.flatten() if inputs.dim() == 2 and inputs.shape[0] == 1 else inputs
+            if ids.dim() != 1:
+                raise ValueError(f"token ids must be 1-D (one sequence), got shape {tuple(inputs.shape)}")
+            ids = ids.long()
+        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, int) for t in inputs):
+            ids = torch.tensor(inputs, dtype=torch.long)
+        elif isinstance(inputs, (str, list, tuple)):
+            if self.tokenizer is None:
+                raise ValueError("this Lab has no tokenizer: pass token ids, or Lab(model, tokenizer)")
+            text = self.tokenizer.apply_chat_template(
+                normalize_messages(inputs), add_generation_prompt=True, tokenize=False
+            ) if not isinstance(inputs, str) else inputs  # fmt: skip
+            ids = torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
+        else:
+            raise TypeError(f"inputs must be a string, chat messages or token ids, got {type(inputs).__name__}")
+        if ids.numel() == 0:
+            raise ValueError("the input is empty: give at least one token")
+        if int(ids.max()) >= self.arch.vocab or int(ids.min()) < 0:
+            raise ValueError(f"token ids must lie in 0..{self.arch.vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
+        return ids.to(self.device)
+
+    def tokens(self, ids) -> list[str]:
+        """Each token as text (its own bytes decoded; '�' for a piece of a multi-byte character)."""
+        ids = [int(i) for i in ids]
+        if self.tokenizer is None:
+            return [str(i) for i in ids]
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # ---- looking inside ----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def trace(self, inputs, sites=None, layers=None, *, to_cpu: bool = False, max_bytes: float | None = None) -> Trace:
+        """Run the step-by-step forward, keeping only the sites asked for.
+
+        sites: glob patterns over site names ("layers.*.attn.pattern", "*.moe.*"); None keeps every site.
+        layers: the layers to keep sites of; None keeps all. to_cpu: move kept tensors to the CPU as they come.
+        max_bytes: refuse (before running) a trace that would keep more than this; default 4 GiB.
+        """
+        ids = self.encode(inputs)
+        keep = SiteFilter(sites, layers)
+        keep.check(self.arch)
+        limit = DEFAULT_TRACE_LIMIT if max_bytes is None else max_bytes
+        need = estimate_bytes(self.arch, len(ids), keep.wants, self.model.dtype.itemsize)
+        if need > limit:
+            raise MemoryError(
+                f"this trace would keep {need / 2**30:.1f} GiB ({len(ids)} tokens, {self.arch.n_layers} layers):"
+                f" ask for less with sites=[...] and layers=[...], or raise max_bytes (now {limit / 2**30:.1f} GiB)"
+            )
+        store, logits = {}, None
+        for site, t in qwen2_forward(self.model, ids, keep.wants):
+            if site == "logits":
+                logits = _keep(t, to_cpu)
+            if keep.wants(site):
+                store[site] = logits if site == "logits" else _keep(t, to_cpu)
+        return Trace(token_ids=ids.cpu(), tokens=self.tokens(ids), arch=self.arch, logits=logits, store=store)
+
+    def step(self, inputs) -> Iterator[Stage]:
+        """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning."""
+        ids = self.encode(inputs)
+        with torch.inference_mode():
+            for site, t in qwen2_forward(self.model, ids, everything):
+                layer, name = split_site(site)
+                yield Stage(site, layer, t[0], EXPLAIN[name])
+
+    # ---- generating --------------------------------------------------------------------------------------------
+
+    def generate(self, inputs, **generation_kwargs) -> str:
+        """The model's continuation as text (HF `generate`; its kwargs pass through)."""
+        return "".join(self.stream(inputs, _streaming=False, **generation_kwargs))
+
+    def stream(self, inputs, _streaming: bool = True, **generation_kwargs) -> Iterator[str]:
+        """Yield the continuation in text pieces as HF `generate` produces them.
+
+        Closing the iterator early (a client that leaves) stops generation at the next token.
+        """
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        if self.tokenizer is None:
+            raise ValueError("generating text needs a tokenizer: Lab(model, tokenizer)")
+        ids = self.encode(inputs)[None]  # (1, S)
+        kwargs = dict(max_new_tokens=256) if self.model.generation_config.max_new_tokens is None else {}
+        kwargs.update(generation_kwargs)
+        if not _streaming:
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            yield self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            return
+
+        stop = threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Stop(), *kwargs.get("stopping_criteria", [])])
+        failure = []
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kwargs)
+            except Exception as e:  # surfaced in the caller's thread below
+                failure.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
+
+def normalize_messages(messages) -> list[dict]:
+    """Chat messages as plain {"role", "content": str} dicts.
+
+    Accepts content given as a list of blocks ({"type": "text", "text": ...}, as Gradio 6 sends it) or a dict.
+    """
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m:
+            raise ValueError(f"each chat message must be a dict with 'role' and 'content', got {m!r}")
+        content = m.get("content")
+        if isinstance(content, dict):
+            content = [content]
+        if isinstance(content, (list, tuple)):
+            parts = [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
+            content = "".join(p for p in parts if p)
+        out.append({"role": m["role"], "content": "" if content is None else str(content)})
+    return out
+
+
+def _keep(t: torch.Tensor, to_cpu: bool) -> torch.Tensor:
+    t = t[0].detach()  # drop the batch dimension
+    return t.to("cpu") if to_cpu else t
