@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from .arch import arch_of
-from .forward import everything, qwen2_forward
+from .forward import everything, qwen2_forward, rms_norm
 from .trace import EXPLAIN, SiteFilter, Trace, estimate_bytes, split_site
 
 DEFAULT_TRACE_LIMIT = 4 * 2**30  # bytes a trace may keep before lab.trace asks for sites= or layers=
@@ -99,11 +99,15 @@ class Lab:
     # ---- looking inside ----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def trace(self, inputs, sites=None, layers=None, *, to_cpu: bool = False, max_bytes: float | None = None) -> Trace:
+    def trace(
+        self, inputs, sites=None, layers=None, *, lens: int = 0, to_cpu: bool = False, max_bytes: float | None = None
+    ) -> Trace:
         """Run the step-by-step forward, keeping only the sites asked for.
 
         sites: glob patterns over site names ("layers.*.attn.pattern", "*.moe.*"); None keeps every site.
         layers: the layers to keep sites of; None keeps all. to_cpu: move kept tensors to the CPU as they come.
+        lens: also read the top `lens` tokens out of every layer's residual (the logit lens): trace.lens_ids and
+          trace.lens_probs, [layers, S, lens].
         max_bytes: refuse (before running) a trace that would keep more than this; default 4 GiB.
         """
         ids = self.encode(inputs)
@@ -116,13 +120,27 @@ class Lab:
                 f"this trace would keep {need / 2**30:.1f} GiB ({len(ids)} tokens, {self.arch.n_layers} layers):"
                 f" ask for less with sites=[...] and layers=[...], or raise max_bytes (now {limit / 2**30:.1f} GiB)"
             )
-        store, logits = {}, None
+        store, logits, lens_top = {}, None, []
         for site, t in qwen2_forward(self.model, ids, keep.wants):
             if site == "logits":
                 logits = _keep(t, to_cpu)
             if keep.wants(site):
                 store[site] = logits if site == "logits" else _keep(t, to_cpu)
-        return Trace(token_ids=ids.cpu(), tokens=self.tokens(ids), arch=self.arch, logits=logits, store=store)
+            if lens and site.endswith(".resid_post"):
+                lens_top.append(self.read_out(t[0], lens))
+        trace = Trace(token_ids=ids.cpu(), tokens=self.tokens(ids), arch=self.arch, logits=logits, store=store)
+        if lens:
+            trace.lens_probs = torch.stack([p for p, _ in lens_top]).to(logits.device)  # (L, S, lens)
+            trace.lens_ids = torch.stack([i for _, i in lens_top]).to(logits.device)  # (L, S, lens)
+        return trace
+
+    def read_out(self, resid: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logit lens: a residual [S, H] read as if it were the last layer's (final norm, lm_head, softmax).
+
+        Returns the top-k probabilities and token ids, [S, k] each.
+        """
+        logits = self.model.lm_head(rms_norm(resid, self.model.model.norm))  # (S, V)
+        return torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
 
     def step(self, inputs) -> Iterator[Stage]:
         """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning."""

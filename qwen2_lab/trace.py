@@ -115,6 +115,7 @@ class Trace:
     trace.sites()                    # the names kept, in forward order
     trace.tokens                     # the token strings
     trace.logits                     # [seq, vocab], always kept
+    trace.lens_ids, trace.lens_probs # [layers, seq, k]: the logit lens, with lab.trace(..., lens=k)
     """
 
     token_ids: torch.Tensor  # [S]
@@ -122,6 +123,8 @@ class Trace:
     arch: object  # qwen2_lab.arch.Arch
     logits: torch.Tensor  # [S, V]
     store: dict[str, torch.Tensor] = field(default_factory=dict)
+    lens_ids: torch.Tensor | None = None  # [L, S, k]: the logit lens, when lab.trace(..., lens=k)
+    lens_probs: torch.Tensor | None = None  # [L, S, k]
 
     def __getitem__(self, site: str) -> torch.Tensor:
         if site not in self.store:
