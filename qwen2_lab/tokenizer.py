@@ -206,9 +206,15 @@ def qwen2_tokenizer_dir(cache_dir: str | Path | None = None) -> Path:
     folder = root / recipe_key()
     if (folder / "tokenizer.json").is_file():
         return folder
-    root.mkdir(parents=True, exist_ok=True)
-    # build in a scratch folder and rename it into place, so a reader (or a concurrent build) never sees half a folder
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # build in a scratch folder, then rename it into place: a reader or a concurrent build never sees half a folder
+        scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    except OSError as err:
+        raise OSError(
+            f"cannot write the Qwen2 tokenizer cache in {root} ({err}); pass cache_dir= or set QWEN2_LAB_CACHE "
+            "to a writable folder"
+        ) from err
     try:
         build_qwen2_tokenizer().save_pretrained(scratch)
         try:

@@ -361,3 +361,10 @@ def test_tokens_per_char_custom_samples_and_errors(tok):
     assert (row["language"], row["n_tokens"], row["n_words"]) == ("digits", 9, 2)
     with pytest.raises(ValueError, match="non-empty string"):
         qt.tokens_per_char({"x": ""}, tokenizer=tok)
+
+
+def test_unwritable_cache_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="QWEN2_LAB_CACHE"):
+        qt.qwen2_tokenizer_dir(blocker / "cache")
