@@ -24,6 +24,9 @@ _EXPORTS = {
     "family": "arch",
     "compare_with_hf": "compare",
     "qwen2_tokenizer": "tokenizer",
+    "qwen2_tokenizer_dir": "tokenizer",
+    "token_pieces": "tokenizer",
+    "tokens_per_char": "tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -131,12 +131,16 @@ def load_tokenizer(source: str, local_only: bool, name: str):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        if len(tokenizer) >= 256:  # transformers 5 makes an empty one from nothing; byte-level BPE has >= 256 tokens
+            return tokenizer
+        why = "no tokenizer files"
     except (OSError, ValueError) as e:
-        from .tokenizer import qwen2_tokenizer
+        why = type(e).__name__
+    from .tokenizer import qwen2_tokenizer
 
-        print(f"qwen2_lab: {name} has no loadable tokenizer ({type(e).__name__}); using the offline Qwen2 tokenizer")
-        return qwen2_tokenizer()
+    print(f"qwen2_lab: {name} has no loadable tokenizer ({why}); using the offline Qwen2 tokenizer")
+    return qwen2_tokenizer()
 
 
 def pick_device(device) -> str:
@@ -183,7 +187,7 @@ def hub_answers(timeout: float = 3.0) -> bool:
             import httpx
 
             endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-            answer.append(httpx.head(f"{endpoint}/api/models/{DEFAULT_HUB_ID}", timeout=timeout).status_code < 500)
+            answer.append(httpx.head(f"{endpoint}/api/models/{DEFAULT_HUB_ID}", timeout=timeout).status_code == 200)
         except Exception:
             answer.append(False)
 

@@ -1,0 +1,39 @@
+"""generate and stream: the same text as HF generate; a stream closed early stops generating."""
+
+import pytest
+import torch
+from transformers import StoppingCriteria
+
+MSGS = [{"role": "user", "content": "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"}]
+
+
+def test_generate_equals_hf_generate(tiny_moe):
+    lab = tiny_moe
+    ids = lab.encode(MSGS)[None]
+    ref = lab.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    expected = lab.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    assert lab.generate(MSGS, max_new_tokens=12, do_sample=False) == expected
+
+
+def test_stream_pieces_add_up_to_generate(tiny):
+    pieces = list(tiny.stream(MSGS, max_new_tokens=16, do_sample=False))
+    assert len(pieces) >= 1 and "".join(pieces) == tiny.generate(MSGS, max_new_tokens=16, do_sample=False)
+
+
+def test_closing_a_stream_stops_generation(tiny):
+    class Count(StoppingCriteria):
+        calls = 0
+
+        def __call__(self, input_ids, scores, **kw):
+            Count.calls += 1
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    stream = tiny.stream("1+1=", max_new_tokens=400, min_new_tokens=400, do_sample=False, stopping_criteria=[Count()])
+    next(stream)
+    stream.close()  # the client left: the generate thread must stop at the next token, not run 400 steps
+    assert Count.calls < 50
+
+
+def test_generation_errors_reach_the_caller(tiny):
+    with pytest.raises(ValueError):
+        list(tiny.stream("1+1=", max_new_tokens=4, top_k=-3, do_sample=True))

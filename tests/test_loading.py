@@ -1,0 +1,174 @@
+"""load(): bundled names, folders, hub ids offline, the automatic default, and clear errors within seconds."""
+
+import json
+import time
+
+import pytest
+import torch
+
+import qwen2_lab
+from qwen2_lab import loading
+from qwen2_lab.loading import LoadError
+
+
+def test_bundled_models_are_real_checkpoint_folders():
+    for name, model_type in (("tiny", "qwen2"), ("tiny-moe", "qwen2_moe")):
+        path = qwen2_lab.bundled_path(name)
+        config = json.loads((path / "config.json").read_text())
+        assert (
+            config["model_type"] == model_type and config["rope_theta" if "rope_theta" in config else "rope_parameters"]
+        )
+        for f in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+            assert (path / f).exists(), f
+        assert sum(f.stat().st_size for f in path.iterdir()) < 10 * 2**20
+
+
+def test_bundled_models_have_qwen2_design(tiny, tiny_moe):
+    for lab in (tiny, tiny_moe):
+        a = lab.arch
+        assert a.group_size > 1 and a.rope_theta == 1e6
+        assert lab.model.model.layers[0].self_attn.q_proj.bias is not None  # QKV bias
+        assert lab.model.model.layers[0].self_attn.o_proj.bias is None
+        tok = lab.tokenizer
+        for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+            assert len(tok.encode(special, add_special_tokens=False)) == 1
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+        assert (
+            text
+            == "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        )
+    assert tiny.arch.tied_embeddings and not tiny.arch.is_moe
+    m = tiny_moe.arch
+    assert m.is_moe and m.top_k > 1 and m.n_experts > m.top_k and m.shared_intermediate > 0 and not m.norm_topk_prob
+    assert tiny_moe.model.model.layers[0].mlp.shared_expert_gate.weight.shape == (1, m.hidden)
+
+
+def test_the_recipe_rebuilds_the_bundled_tokenizer(tmp_path):
+    """`python -m qwen2_lab.tiny.make` is deterministic: the same corpus and tokenizer come out every time."""
+    from qwen2_lab.tiny import make
+
+    a = make.build_tokenizer(make.corpus())
+    b = make.build_tokenizer(make.corpus())
+    assert a.get_vocab() == b.get_vocab()
+
+
+def test_explicit_names_never_fall_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(LoadError, match="not in the local Hugging Face cache"):
+        qwen2_lab.load("Qwen/Qwen2-72B-Instruct")
+    with pytest.raises(LoadError, match="not a folder, not a bundled model"):
+        qwen2_lab.load("no such thing")
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(LoadError, match="'llama' model"):
+        qwen2_lab.load(str(tmp_path / "llama"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoadError, match="no config.json"):
+        qwen2_lab.load(str(tmp_path / "empty"))
+    with pytest.raises(LoadError, match="no bundled model"):
+        qwen2_lab.bundled_path("small")
+    assert time.monotonic() - start < 10  # errors come within seconds, no retry loops
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    """A hub that accepts the connection but never answers: hub_answers gives up on time (loopback only)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        start = time.monotonic()
+        assert loading.hub_answers(timeout=1.0) is False
+        assert time.monotonic() - start < 3
+    finally:
+        server.close()
+
+
+def test_default_model_choice(monkeypatch, capsys):
+    monkeypatch.setenv("QWEN2_LAB_MODEL", "tiny-moe")
+    assert loading.default_model() == ("tiny-moe", "from $QWEN2_LAB_MODEL")
+    lab = qwen2_lab.load()
+    assert lab.arch.is_moe and "using tiny-moe (from $QWEN2_LAB_MODEL)" in capsys.readouterr().out
+    monkeypatch.delenv("QWEN2_LAB_MODEL")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(loading, "is_cached", lambda repo: None)
+    name, why = loading.default_model()
+    assert name == "tiny" and "offline" in why
+
+
+def test_local_folder_and_dtype(tmp_path, tiny):
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    lab = qwen2_lab.load(str(tmp_path / "m"), dtype="bfloat16")
+    assert lab.dtype == torch.bfloat16 and lab.arch == qwen2_lab.arch_of(tiny.model.config, lab.name)
+    with pytest.raises(ValueError, match="dtype must be"):
+        qwen2_lab.load("tiny", dtype="float33")
+
+
+def test_missing_tokenizer_falls_back_to_offline_qwen2(tmp_path, tiny, capsys):
+    tiny.model.save_pretrained(tmp_path / "m")  # weights only, no tokenizer files
+    lab = qwen2_lab.load(str(tmp_path / "m"))
+    assert "offline Qwen2 tokenizer" in capsys.readouterr().out
+    assert len(lab.tokenizer) == 151646
+
+
+def test_lab_wraps_only_qwen2_and_accepts_ids_without_tokenizer(tiny):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with pytest.raises(TypeError, match="Qwen2ForCausalLM"):
+        qwen2_lab.Lab(
+            LlamaForCausalLM(
+                LlamaConfig(
+                    hidden_size=32, num_attention_heads=2, num_hidden_layers=1, intermediate_size=32, vocab_size=64
+                )
+            )
+        )
+    bare = qwen2_lab.Lab(tiny.model)
+    t = bare.trace([1, 2, 3], sites=["embed"])
+    assert t.tokens == ["1", "2", "3"] and t.logits.shape == (3, tiny.arch.vocab)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        bare.trace("text")
+
+
+def test_input_forms_and_errors(tiny):
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "1+1="}]}]  # Gradio 6 content blocks
+    ids = tiny.encode(msgs)
+    assert tiny.tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+    assert torch.equal(tiny.encode(ids), ids) and torch.equal(tiny.encode(ids.tolist()), ids)
+    assert torch.equal(tiny.encode(ids[None]), ids)
+    with pytest.raises(ValueError, match="empty"):
+        tiny.encode("")
+    with pytest.raises(ValueError, match="must lie in"):
+        tiny.encode([0, 10**6])
+    with pytest.raises(ValueError, match="1-D"):
+        tiny.encode(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError):
+        tiny.encode(3.5)
+
+
+def test_trace_asks_for_less_before_running(tiny):
+    with pytest.raises(ValueError, match="matches no site"):
+        tiny.trace("hi", sites=["layers.*.attn.patern"])
+    with pytest.raises(ValueError, match="out of range"):
+        tiny.trace("hi", layers=[99])
+    with pytest.raises(MemoryError, match="sites="):
+        tiny.trace("hi there", max_bytes=1000)
+    t = tiny.trace("hi there", sites=["layers.*.attn.pattern"], layers=[1], to_cpu=True)
+    assert t.sites() == ["layers.1.attn.pattern"] and t.logits is not None
+    with pytest.raises(KeyError, match="pass sites="):
+        t["layers.0.attn.q"]
+
+
+def test_72b_trace_is_refused_by_default():
+    """Capturing every site of a 72B-shaped model on a long input would need tens of GiB: refused up front."""
+    from qwen2_lab.arch import family
+    from qwen2_lab.trace import SiteFilter, estimate_bytes
+
+    arch = family()["Qwen/Qwen2-72B-Instruct"]
+    assert estimate_bytes(arch, 2048, SiteFilter().wants, 2) > 4 * 2**30
+    pattern, logits = 64 * 2048 * 2048 * 2, 2048 * 152064 * 2  # one layer's pattern, and the logits (always kept)
+    assert estimate_bytes(arch, 2048, SiteFilter(["layers.*.attn.pattern"], [0]).wants, 2) == pattern + logits
