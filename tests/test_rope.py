@@ -1,0 +1,107 @@
+"""qwen2_lab.rope against the rotary embedding transformers builds inside a real (random, tiny) model."""
+
+import math
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+import qwen2_lab
+from qwen2_lab import rope
+from qwen2_lab.arch import YARN_128K, arch_of, family
+
+
+def tiny_model(rope_parameters: dict, max_position: int = 1024) -> Qwen2ForCausalLM:
+    """A random 2-layer Qwen2 with the given rope parameters (head_dim 16, 4 query heads / 2 KV heads)."""
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, intermediate_size=96,
+        vocab_size=64, max_position_embeddings=max_position, rope_parameters={"rope_theta": 1e4, **rope_parameters},
+    )  # fmt: skip
+    return Qwen2ForCausalLM(config).eval()
+
+
+YARN4 = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="module")
+def yarn_model():
+    return tiny_model(YARN4)
+
+
+def test_default_inv_freq_equals_the_models():
+    lab = qwen2_lab.load("tiny")
+    r = rope.rope_parameters(lab.arch)
+    assert torch.equal(r.inv_freq, lab.model.model.rotary_emb.inv_freq.cpu())
+    assert r.attention_factor == lab.model.model.rotary_emb.attention_scaling == 1.0
+    assert r.scaling is None and r.context == r.original_context == lab.arch.max_position
+
+
+def test_yarn_inv_freq_and_attention_factor_equal_the_models(yarn_model):
+    emb = yarn_model.model.rotary_emb
+    r = rope.rope_parameters(arch_of(yarn_model))
+    assert torch.equal(r.inv_freq, emb.inv_freq)
+    assert r.attention_factor == emb.attention_scaling
+    assert r.attention_factor == pytest.approx(0.1 * math.log(4) + 1, abs=1e-12)
+    assert r.context == 1024 and r.original_context == 256
+    # The same YaRN asked of the plain model's arch by factor alone: the original window is the model's own.
+    plain_arch = arch_of(tiny_model({"rope_type": "default"}, max_position=256))
+    assert torch.equal(rope.rope_parameters(plain_arch, scaling=4).inv_freq, emb.inv_freq)
+
+
+def test_cos_sin_and_rotation_equal_the_models(yarn_model):
+    r = rope.rope_parameters(arch_of(yarn_model))
+    pos = torch.tensor([0, 1, 7, 300, 1000])
+    cos, sin = r.module(torch.zeros(1), pos[None])
+    ref_cos, ref_sin = yarn_model.model.rotary_emb(torch.zeros(1), pos[None])
+    assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
+    # rotate() turns pre-RoPE q into the model's own q_rot (the lab's trace of a forward equal to HF's).
+    lab = qwen2_lab.Lab(yarn_model)
+    trace = lab.trace(list(range(12)), sites=["layers.1.attn.q", "layers.1.attn.q_rot"])
+    q, q_rot = trace["layers.1.attn.q"], trace["layers.1.attn.q_rot"]  # [nH, S, hd]
+    for h in range(q.shape[0]):
+        torch.testing.assert_close(rope.rotate(q[h], range(12), r), q_rot[h], rtol=1e-6, atol=1e-6)
+
+
+def test_pair_scores_sum_to_the_rotated_dot_product(yarn_model):
+    r = rope.rope_parameters(arch_of(yarn_model))
+    torch.manual_seed(1)
+    q, k = torch.randn(16), torch.randn(16)
+    distances = [0, 1, 5, 100, 700]
+    scores = rope.pair_scores(q, k, r, distances)  # [D, hd/2]
+    for m in (0, 33):  # relative distance only: the key's own position does not matter
+        for d, row in zip(distances, scores):
+            qr = rope.rotate(q[None], [m + d], r)[0].double()
+            kr = rope.rotate(k[None], [m], r)[0].double()
+            assert row.sum().item() == pytest.approx((qr @ kr).item(), rel=1e-5, abs=1e-5)
+
+
+def test_yarn_regimes_for_72b_match_the_reference():
+    """qwen2.md: hd 128, theta 1e6, 32768, factor 4: the ramp runs over frequency pairs 23..40 of 64."""
+    arch = family()["Qwen/Qwen2-72B-Instruct"]
+    plain, yarn = rope.rope_parameters(arch, scaling=False), rope.rope_parameters(arch, scaling=YARN_128K)
+    regimes = rope.yarn_regimes(yarn, plain)
+    assert regimes == ["kept"] * 24 + ["ramp"] * 16 + ["interpolated"] * 24
+    # Kept pairs are unchanged, interpolated ones divided by the factor, exactly as transformers computed them.
+    torch.testing.assert_close(yarn.inv_freq[:24], plain.inv_freq[:24], rtol=1e-6, atol=0)
+    torch.testing.assert_close(yarn.inv_freq[40:], plain.inv_freq[40:] / 4, rtol=1e-6, atol=0)
+    # Fast kept pairs turn more than beta_fast=32 times in the original window; interpolated ones under once.
+    t = rope.turns(plain.inv_freq, 32768)
+    assert (t[:23] > 32).all() and (t[41:] < 1).all()
+    assert yarn.context == 131072 and yarn.attention_factor == pytest.approx(1.1386, abs=1e-4)
+
+
+def test_scaling_arguments():
+    arch = family(YARN_128K)["Qwen/Qwen2-7B-Instruct"]
+    assert rope.resolve_scaling(arch)["factor"] == 4.0  # None: the arch's own
+    assert rope.resolve_scaling(arch, False) is None
+    assert rope.resolve_scaling(arch, {"rope_type": "default"}) is None
+    assert rope.resolve_scaling(arch, 2)["original_max_position_embeddings"] == 32768
+    assert rope.resolve_scaling(arch, {"type": "yarn", "factor": 2.0})["rope_type"] == "yarn"  # old config spelling
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        rope.resolve_scaling(arch, 0.5)
+    with pytest.raises(TypeError, match="scaling must be"):
+        rope.resolve_scaling(arch, "yarn")
+    with pytest.raises(TypeError, match="Arch, Lab or Trace"):
+        rope.rope_parameters("Qwen2-7B")
+    assert rope.bands(64, 4) == [range(0, 16), range(16, 32), range(32, 48), range(48, 64)]
