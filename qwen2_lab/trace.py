@@ -27,7 +27,11 @@ LAYER_SITES = [
     ("attn.q", "[nH, S, hd]", "queries: q_proj (with Qwen2's bias), split into heads, before RoPE"),
     ("attn.k", "[nKV, S, hd]", "keys: k_proj (with bias), one per KV head, before RoPE"),
     ("attn.v", "[nKV, S, hd]", "values: v_proj (with bias), one per KV head"),
-    ("attn.q_rot", "[nH, S, hd]", "queries after RoPE rotated each pair of dimensions by position x frequency"),
+    (
+        "attn.q_rot",
+        "[nH, S, hd]",
+        "queries after RoPE: each pair of dimensions turned by an angle of position x frequency",
+    ),
     ("attn.k_rot", "[nKV, S, hd]", "keys after RoPE"),
     ("attn.scores", "[nH, S, S]", "q.k / sqrt(hd) against the shared KV head, future masked to -inf, before softmax"),
     ("attn.pattern", "[nH, S, S]", "softmax of the scores: how much each query position reads each key position"),
@@ -184,3 +188,14 @@ def estimate_bytes(arch, seq: int, wants, bytes_per_value: int = 4) -> int:
     """How much a trace of `seq` tokens keeping the sites `wants` accepts would hold (logits always kept)."""
     kept = [shape for name, shape in expected_sites(arch, seq) if wants(name) or name == "logits"]
     return sum(math.prod(shape) for shape in kept) * bytes_per_value
+
+
+def site_table() -> str:
+    """The site table as Markdown (README.md carries it; tests/test_docs.py keeps the two equal)."""
+    rows = ["| site | shape | what it is |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{shape}` | {why} |" for name, shape, why in SITES]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(site_table())

@@ -1,0 +1,150 @@
+"""How much does looking inside cost? lab.trace against HF's own forward, in time and peak memory.
+
+    python bench/trace_speed.py                    # tiny, tiny-moe and a random model with Qwen2-0.5B's shape, CPU
+    python bench/trace_speed.py --models 0.5B --tokens 128 --repeats 5
+    python bench/trace_speed.py --models 7B --device cuda --dtype bfloat16     # on a GPU
+
+Times: one process runs the four modes in turn, round after round (so a busy machine slows them alike), and
+reports each mode's median over `--repeats` rounds after a warm-up. Memory: each mode runs once more in a fresh
+child process, so its peak is its own: peak resident memory (CPU) or peak allocated memory (CUDA) during the call,
+above what the loaded model already holds. Rows: HF eager forward (the reference, since the lab keeps attention patterns
+as eager does), HF sdpa forward, lab.trace keeping nothing (sites=[]: fused attention, logits only), and lab.trace
+keeping every site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+MODES = ["hf_eager", "hf_sdpa", "lab_nothing", "lab_every_site"]
+SHAPES = {"0.5B": "Qwen/Qwen2-0.5B-Instruct", "1.5B": "Qwen/Qwen2-1.5B-Instruct", "7B": "Qwen/Qwen2-7B-Instruct"}
+
+
+def build(model: str, device: str, dtype: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import qwen2_lab
+    from qwen2_lab.arch import family_config
+
+    if model in SHAPES:  # random weights with the real shape: speed and memory do not depend on the values
+        torch.manual_seed(0)
+        model_ = AutoModelForCausalLM.from_config(family_config(SHAPES[model]), dtype=getattr(torch, dtype))
+        return qwen2_lab.Lab(model_.to(device))
+    return qwen2_lab.load(model, device=device, dtype=dtype)
+
+
+def runner(lab, mode: str, ids):
+    import torch
+
+    def run():
+        with torch.inference_mode():
+            lab.model.set_attn_implementation("sdpa" if mode == "hf_sdpa" else "eager")
+            if mode.startswith("hf"):
+                return lab.model(input_ids=ids[None], use_cache=False).logits
+            return lab.trace(ids, sites=[] if mode == "lab_nothing" else None, max_bytes=float("inf"))
+
+    return run
+
+
+def setup(model: str, tokens: int, device: str, dtype: str):
+    import torch
+
+    if device == "cpu":
+        torch.set_num_threads(2)
+    lab = build(model, device, dtype)
+    ids = torch.randint(0, lab.arch.vocab, (tokens,), generator=torch.Generator().manual_seed(0)).to(lab.device)
+    return lab, ids
+
+
+def times(model: str, tokens: int, repeats: int, device: str, dtype: str) -> dict:
+    lab, ids = setup(model, tokens, device, dtype)
+    runs = {mode: runner(lab, mode, ids) for mode in MODES}
+    out = {mode: [] for mode in MODES}
+    for round_ in range(repeats + 1):
+        for mode, run in runs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            if round_:  # round 0 is the warm-up
+                out[mode].append(time.perf_counter() - t0)
+    return {mode: statistics.median(t) for mode, t in out.items()}
+
+
+def memory(model: str, mode: str, tokens: int, device: str, dtype: str) -> float:
+    lab, ids = setup(model, tokens, device, dtype)
+    run = runner(lab, mode, ids)
+    run()  # warm-up, then measure from a clean slate
+    sync(device)
+    base = peak_reset(device)
+    kept = run()
+    sync(device)
+    del kept
+    return (peak_read(device) - base) / 2**20
+
+
+def sync(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_reset(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM, the peak resident set, to the current one
+        f.write("5")
+    return rss("VmRSS")
+
+
+def peak_read(device: str) -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if device.startswith("cuda") else rss("VmHWM")
+
+
+def rss(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["tiny", "tiny-moe", "0.5B"])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(memory(*args.child, args.tokens, args.device, args.dtype)))
+        return
+
+    print(f"{args.tokens} tokens, {args.device}, {args.dtype}, median of {args.repeats}; x = time / HF eager")
+    print(f"{'model':<10} {'mode':<16} {'ms':>9} {'x':>6} {'peak MiB':>9}")
+    for model in args.models:
+        t = times(model, args.tokens, args.repeats, args.device, args.dtype)
+        for mode in MODES:
+            cmd = [sys.executable, __file__, "--child", model, mode, "--tokens", str(args.tokens)]
+            cmd += ["--device", args.device, "--dtype", args.dtype]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            mib = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else float("nan")
+            ratio = t[mode] / t["hf_eager"]
+            print(f"{model:<10} {mode:<16} {t[mode] * 1e3:9.1f} {ratio:6.2f} {mib:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The README stays true: its site table is the code's, and its commands exist."""
+
+import re
+from pathlib import Path
+
+from qwen2_lab.trace import site_table
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_readme_site_table_is_the_code_table():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| site | shape | what it is |")
+    end = readme.index("<!-- end site table -->")
+    assert readme[start:end].strip() == site_table(), "regenerate it: python -m qwen2_lab.trace"
+
+
+def test_readme_make_targets_exist():
+    readme = (ROOT / "README.md").read_text()
+    targets = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
+    for used in re.findall(r"`make (\w+)", readme) + re.findall(r"^make (\w+)", readme, re.M):
+        assert used in targets, used
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
