@@ -1,0 +1,51 @@
+"""The notebooks' setup cell, in one place: which model, which device, which plotly renderer, which versions.
+
+    from qwen2_lab.notebook import setup
+    lab = setup()                      # $QWEN2_LAB_MODEL, else the bundled "tiny"
+    lab = setup(moe=True)              # a Qwen2-MoE model: $QWEN2_LAB_MODEL if it is one, else "tiny-moe"
+
+On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct jupyter lab` runs every notebook unchanged on the real
+model. `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def setup(default: str = "tiny", *, moe: bool = False, quiet: bool = False, **load_kwargs):
+    """Load the notebook's model and print what runs where. Returns the `Lab`."""
+    import plotly.io as pio
+    import torch
+    import transformers
+
+    from .loading import load
+
+    name = os.environ.get("QWEN2_LAB_MODEL") or default
+    if moe and name != default and not _is_moe(name):
+        print(f"{name} is not a Qwen2-MoE model; this notebook uses {default!r} for the MoE parts")
+        name = default
+    if os.environ.get("QWEN2_LAB_PLOTLY_RENDERER"):
+        pio.renderers.default = os.environ["QWEN2_LAB_PLOTLY_RENDERER"]
+    lab = load(name, **load_kwargs)
+    if not quiet:
+        print(
+            f"model {lab.name} on {lab.device} in {lab.dtype}; python {platform.python_version()}, torch"
+            f" {torch.__version__}, transformers {transformers.__version__}; plotly renderer {pio.renderers.default}"
+        )
+    return lab
+
+
+def _is_moe(name: str) -> bool:
+    return "moe" in name.lower() or "a14b" in name.lower()
