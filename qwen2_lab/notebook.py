@@ -48,4 +48,9 @@ def setup(default: str = "tiny", *, moe: bool = False, quiet: bool = False, **lo
 
 
 def _is_moe(name: str) -> bool:
-    return "moe" in name.lower() or "a14b" in name.lower()
+    from transformers import AutoConfig
+
+    from .loading import locate
+
+    source, local_only = locate(name)
+    return AutoConfig.from_pretrained(source, local_files_only=local_only).model_type == "qwen2_moe"
