@@ -24,7 +24,7 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def setup(default: str = "tiny", *, moe: bool = False, quiet: bool = False, **load_kwargs):
+def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False, **load_kwargs):
     """Load the notebook's model and print what runs where. Returns the `Lab`."""
     import plotly.io as pio
     import torch
@@ -32,6 +32,7 @@ def setup(default: str = "tiny", *, moe: bool = False, quiet: bool = False, **lo
 
     from .loading import load
 
+    default = default or ("tiny-moe" if moe else "tiny")
     name = os.environ.get("QWEN2_LAB_MODEL") or default
     if moe and name != default and not _is_moe(name):
         print(f"{name} is not a Qwen2-MoE model; this notebook uses {default!r} for the MoE parts")
