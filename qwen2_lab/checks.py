@@ -6,14 +6,15 @@ message back, it repaired its own code. Notebook 07 and the demo replay that loo
 
     from qwen2_lab.checks import PROBLEMS, problem, check_answer, check_code
     problem("gaokao-2024-set").prompt_zh                       # the exact prompt of the launch coverage
-    check_answer("……所以 A∩B = \\\\{-1, 0\\\\}", "gaokao-2024-set").passed     # True
+    check_answer(r"……所以 $A \\cap B = \\{-1, 0\\}$", "gaokao-2024-set").passed  # True
     result = check_code(reply, "leetcode-34")                  # runs in qwen2_lab.sandbox, never in this process
     result.passed, result.style, result.report                 # report reads like LeetCode's feedback
 
-check_answer finds the reply's *final* answer, in this order: the last \\boxed{...}; the last "答案是 / the answer
-is"; the last problem-specific statement ("A∩B = {...}", "交点个数为 6", "6 intersection points"); and only then the
-last set literal (or the last number on the last line). Text is NFKC-normalised first, so full-width ，｛｝６ and
-LaTeX \\{ \\} \\left\\{ read like ASCII; small Chinese and English numerals (六, six) count as numbers.
+check_answer finds the reply's *final* answer: the last \\boxed{...}; else the latest explicit statement, either an
+answer phrase ("答案是", "the answer is") or a problem-specific one ("A∩B = {...}", "交点个数为 6", "6 intersection
+points"), so that a correction late in a reply beats an earlier claim; only then the last set literal (or the last
+number on the last line). Text is NFKC-normalised first, so full-width ，｛｝６ and LaTeX \\{ \\} \\left\\{ read
+like ASCII; small Chinese and English numerals (六, six) count as numbers.
 
 check_code takes the last ```python block of a reply (or the whole text if it is plain code), finds the entry point
 by parsing it (`class Solution` with `searchRange`: LeetCode style; otherwise a top-level function of (nums, target)),
@@ -578,6 +579,11 @@ def _jsonable(value) -> object:
     return {"repr": reprlib.Repr().repr(list.__getitem__(value, slice(None)) if isinstance(value, list) else value)}
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def run_harness(nonce: str) -> None:
     """Sandbox entry: load solution.py, call the entry point on every case of cases.json, one JSON line per case."""
     import contextlib
@@ -587,16 +593,16 @@ def run_harness(nonce: str) -> None:
         sys.__stdout__.write(f"{nonce} {json.dumps(record)}\n")
         sys.__stdout__.flush()
 
-    entry = json.load(open("entry.json"))
+    entry, cases = json.loads(_read("entry.json")), json.loads(_read("cases.json"))
     namespace = _leetcode_namespace()
     try:
         with contextlib.redirect_stdout(_CappedText()):
-            exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+            exec(compile(_read("solution.py"), "solution.py", "exec"), namespace)
             func = namespace["Solution"]().searchRange if entry["style"] == "leetcode" else namespace[entry["name"]]
     except BaseException as exc:  # noqa: BLE001 - whatever the code raises is the report
         emit({"load_error": _user_traceback(exc)})
         return
-    for i, case in enumerate(json.load(open("cases.json"))):
+    for i, case in enumerate(cases):
         nums = build_nums(case["parts"]) if case["parts"] else list(case["nums"])
         arg = ReadCounter(nums, read_budget(len(nums))) if case["parts"] else nums
         printed = _CappedText()
@@ -634,8 +640,7 @@ def check_code(text_or_code: str, problem_id: str, *, timeout: float = 10.0) -> 
     code, entry = result
     nonce = secrets.token_hex(8)
     cases = [{"nums": list(c.nums), "parts": [list(p) for p in c.parts], "target": c.target} for c in prob.tests]
-    with open(os.path.abspath(__file__), encoding="utf-8") as f:
-        harness = f.read()
+    harness = _read(os.path.abspath(__file__))
     run = run_python(
         f"import qwen2_lab_checks\nqwen2_lab_checks.run_harness({nonce!r})\n",
         files={

@@ -394,6 +394,10 @@ def _confined_child(config: dict, namespaces: set[str]) -> None:
 
 def _confine(config: dict, namespaces: set[str]) -> list[str]:
     """Apply the layers in the only order that works (mounts need root, Landlock needs no_new_privs...)."""
+    import linecache  # noqa: F401 - the runner's own modules, loaded while the stdlib is surely readable
+    import traceback  # noqa: F401
+    import types  # noqa: F401
+
     workdir, skip = config["workdir"], set(config["skip"])
     become_nobody = os.geteuid() == 0 and "uid" not in skip
     uid = NOBODY if become_nobody else os.getuid()
