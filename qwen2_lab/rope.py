@@ -202,6 +202,28 @@ def pair_scores(q: torch.Tensor, k: torch.Tensor, rope: Rope, distances) -> torc
     return rope.attention_factor**2 * (same * phi.cos() + cross * phi.sin())
 
 
+def pair_scores_binned(q: torch.Tensor, k: torch.Tensor, rope: Rope, edges) -> torch.Tensor:
+    """pair_scores averaged over every integer distance d in [edges[i], edges[i+1]), for each bin i. [B, hd/2].
+
+    Fast pairs swing between + and - from one token to the next, so their share at a single distance is noise; the
+    average over a bin of distances shows what survives. Exact sums (no sampling), from
+    sum_{d=a}^{b-1} cos(d phi) = (sin((b - 1/2) phi) - sin((a - 1/2) phi)) / (2 sin(phi / 2)), and likewise for sin.
+    """
+    h = rope.n_pairs
+    q, k = q.double(), k.double()
+    a1, a2, b1, b2 = q[:h], q[h:], k[:h], k[h:]  # [hd/2] each
+    same, cross = a1 * b1 + a2 * b2, a1 * b2 - a2 * b1  # [hd/2] each
+    e = torch.as_tensor(edges, dtype=torch.float64)
+    if e.ndim != 1 or len(e) < 2 or not (e[1:] > e[:-1]).all():
+        raise ValueError("edges must be increasing distances, at least two of them")
+    lo, hi = e[:-1, None], e[1:, None]  # (B, 1) each
+    phi = rope.inv_freq.double()  # (hd/2,)
+    half = 2 * torch.sin(phi / 2)  # (hd/2,)
+    cos_sum = (torch.sin((hi - 0.5) * phi) - torch.sin((lo - 0.5) * phi)) / half  # (B, hd/2)
+    sin_sum = (torch.cos((lo - 0.5) * phi) - torch.cos((hi - 0.5) * phi)) / half  # (B, hd/2)
+    return rope.attention_factor**2 * (same * cos_sum + cross * sin_sum) / (hi - lo)
+
+
 def bands(n_pairs: int, n_bands: int) -> list[range]:
     """Split pairs 0..n_pairs-1 into n_bands contiguous bands, fastest first."""
     n_bands = max(1, min(n_bands, n_pairs))

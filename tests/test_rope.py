@@ -105,3 +105,15 @@ def test_scaling_arguments():
     with pytest.raises(TypeError, match="Arch, Lab or Trace"):
         rope.rope_parameters("Qwen2-7B")
     assert rope.bands(64, 4) == [range(0, 16), range(16, 32), range(32, 48), range(48, 64)]
+
+
+def test_binned_pair_scores_are_the_mean_over_each_bin(yarn_model):
+    r = rope.rope_parameters(arch_of(yarn_model))
+    torch.manual_seed(2)
+    q, k = torch.randn(16), torch.randn(16)
+    edges = [1, 2, 5, 40, 1000]
+    binned = rope.pair_scores_binned(q, k, r, edges)  # [B, hd/2]
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        torch.testing.assert_close(binned[i], rope.pair_scores(q, k, r, range(lo, hi)).mean(0), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="increasing"):
+        rope.pair_scores_binned(q, k, r, [5, 5])
