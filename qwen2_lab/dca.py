@@ -93,7 +93,7 @@ def rotated(x: torch.Tensor, pos: torch.Tensor, rope: Rope) -> torch.Tensor:
 
     x: [n, S, hd] before RoPE; pos: [S] -> [n, S, hd] float32.
     """
-    cos, sin = cos_sin(rope, pos.tolist())  # (S, hd) each, float32
+    cos, sin = (t.to(x.device) for t in cos_sin(rope, pos.tolist()))  # (S, hd) each, float32
     return apply_rope(x.float()[None], cos[None], sin[None])[0]  # forward.apply_rope wants (B, n, S, hd)
 
 
@@ -147,9 +147,9 @@ def dca_scores(q, k, rope: Rope, chunk_size: int, local_size: int, scale: float 
     """
     groups = _checked(q, k, k, rope)
     S, scale = q.shape[1], q.shape[-1] ** -0.5 if scale is None else scale
-    pos, kind = positions(S, chunk_size, local_size), regions(S, chunk_size, local_size)
+    pos, kind = positions(S, chunk_size, local_size), regions(S, chunk_size, local_size).to(q.device)
     k_rot = repeat_kv(rotated(k, pos["key"], rope)[None], groups)[0]  # (nH, S, hd)
-    out = torch.full((q.shape[0], S, S), float("-inf"))  # (nH, S, S)
+    out = torch.full((q.shape[0], S, S), float("-inf"), device=q.device)  # (nH, S, S)
     for kk, name in KINDS.items():
         scores = (rotated(q, pos[name], rope) @ k_rot.transpose(-1, -2)) * scale  # (nH, S, S)
         out = torch.where(kind == kk, scores, out)
@@ -167,7 +167,7 @@ def dual_chunk_attention(
     """
     groups = _checked(q, k, v, rope)
     S, scale = q.shape[1], q.shape[-1] ** -0.5 if scale is None else scale
-    pos, kind = positions(S, chunk_size, local_size), regions(S, chunk_size, local_size)
+    pos, kind = positions(S, chunk_size, local_size), regions(S, chunk_size, local_size).to(q.device)
     k_rot = repeat_kv(rotated(k, pos["key"], rope)[None], groups)[0]  # (nH, S, hd): one rotation for every key
     v = repeat_kv(v.float()[None], groups)[0]  # (nH, S, hd)
     parts = [
