@@ -1,0 +1,329 @@
+"""Explorers: ipywidgets controls over the `qwen2_lab.viz` figures, redrawn in place as you move them.
+
+    from qwen2_lab import load
+    from qwen2_lab.widgets import AttentionExplorer
+    AttentionExplorer(load("tiny"), "The cat sat on the mat.")      # or AttentionExplorer(trace)
+
+Each explorer takes a Trace, or a Lab and the text to trace (then it traces only the sites its views need, one layer
+at a time where it can, and a text box lets you trace something else). It draws through the viz functions (no
+second copy of any plot) into one `go.FigureWidget` (`.figure`), updated in place; a view selector switches between
+its figures. Every control's callback is a plain method (`update`, `show(...)`, `set_inputs`), so tests and notebooks
+drive an explorer without a browser. An explorer displays itself; `.widget` is its ipywidgets box.
+
+Each FigureWidget carries plotly's 5 MB widget bundle in a notebook's saved widget state, hence one per explorer.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from . import viz
+from .rope import resolve_scaling
+
+
+def _is_trace(x) -> bool:
+    return hasattr(x, "store") and hasattr(x, "tokens") and hasattr(x, "arch")
+
+
+def _is_lab(x) -> bool:
+    return hasattr(x, "model") and hasattr(x, "trace") and hasattr(x, "arch")
+
+
+def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Make `widget` show `fig`, in place: traces of the same kinds are updated, otherwise replaced."""
+    same = len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data))
+    with widget.batch_update():
+        if same:
+            for old, new in zip(widget.data, fig.data):
+                props = new.to_plotly_json()
+                props.pop("type")
+                old.update(props, overwrite=True)
+    if not same:
+        widget.data = ()
+        widget.add_traces(list(fig.data))
+    widget.layout = fig.layout
+
+
+class Source:
+    """Where an explorer's traces come from: one Trace as given, or a Lab traced on demand (and cached).
+
+    sites: the site patterns the explorer's views need; per_layer: trace one layer at a time (attention patterns of
+    a big model for every layer would not fit); lens: also compute the logit lens with this many tokens.
+    """
+
+    def __init__(self, source, inputs, sites: list[str], *, per_layer=False, lens=0, view="", arch_ok=False):
+        self.lab, self.trace, self.inputs = None, None, None
+        if _is_trace(source):
+            self.trace = source
+        elif _is_lab(source):
+            if inputs is None:
+                raise ValueError(f"{view}(lab, inputs): give the text (or chat messages, or ids) to look at")
+            self.lab, self.inputs = source, inputs
+        elif not (arch_ok and hasattr(source, "rope_theta")):
+            raise TypeError(f"{view} takes a Trace, or a Lab and inputs; got {type(source).__name__}")
+        self.arch = source if hasattr(source, "rope_theta") else source.arch
+        self.sites, self.per_layer, self.lens = sites, per_layer, lens
+        self._cache: dict = {}
+
+    @property
+    def has_tensors(self) -> bool:
+        """False for an explorer built from an Arch alone."""
+        return self.lab is not None or self.trace is not None
+
+    def get(self, layer: int | None = None):
+        """The Trace holding `layer` (every layer when layer is None or per_layer is off)."""
+        if self.lab is None:
+            if self.trace is None:
+                raise ValueError("this explorer was built from an Arch: give it a Trace, or a Lab and inputs")
+            return self.trace
+        key = layer if self.per_layer and layer is not None else "all"
+        if key not in self._cache:
+            layers = [layer] if key != "all" else None
+            self._cache[key] = self.lab.trace(self.inputs, sites=self.sites, layers=layers, lens=self.lens)
+        return self._cache[key]
+
+    def set_inputs(self, inputs) -> None:
+        if self.lab is None:
+            raise ValueError("this explorer shows a fixed Trace; build it from a Lab to trace other inputs")
+        self.inputs, self._cache = inputs, {}
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the inputs (tokenizing only: no forward pass)."""
+        if self.lab is not None:
+            return len(self.lab.encode(self.inputs))
+        return len(self.trace.tokens) if self.trace is not None else 1
+
+
+class Explorer:
+    """What every explorer shares: a source, controls, a view selector, one FigureWidget and a message line."""
+
+    name = "Explorer"
+    views: tuple[str, ...] = ()
+    REFUSED = (ValueError, KeyError, MemoryError)  # what the views raise for a request they cannot draw
+
+    def __init__(self, source: Source, controls: list[W.ValueWidget], boxes: list[W.Widget] | None = None):
+        """controls: the widgets whose values the views read; boxes: how to lay them out (default one row)."""
+        self.source = source
+        self.figure = go.FigureWidget()
+        self.message = W.HTML()
+        self.view = W.ToggleButtons(options=self.views, value=self.views[0]) if len(self.views) > 1 else None
+        head = [self.view] if self.view else []
+        self.text = None
+        if source.lab is not None:
+            self.text = W.Text(value=str(source.inputs), description="inputs", continuous_update=False,
+                               layout=W.Layout(width="90%"))  # fmt: skip
+            self.text.observe(self._text_changed, names="value")
+            head.insert(0, self.text)
+        self.widget = W.VBox([*head, W.HBox(boxes or controls), self.message, self.figure])
+        self._holding = False
+        for c in [*controls, *([self.view] if self.view else [])]:
+            c.observe(self._changed, names="value")
+
+    def _text_changed(self, change) -> None:
+        if not self._holding:
+            try:
+                self.set_inputs(change["new"])
+            except self.REFUSED as e:  # typed in a browser: say it there, nobody would see a traceback
+                self._say(e)
+
+    def _say(self, error: Exception) -> None:
+        self.message.value = f"<span style='color:#b00'>{type(error).__name__}: {html.escape(str(error))}</span>"
+
+    def _changed(self, change=None) -> None:
+        if not self._holding:
+            self.update()
+
+    def show(self, **values) -> Explorer:
+        """Set several controls at once (e.g. show(layer=2, head=5)), then redraw once. Returns self."""
+        self._holding = True
+        try:
+            for name, value in values.items():
+                control = getattr(self, name, None)
+                if not isinstance(control, W.ValueWidget):
+                    raise AttributeError(f"{self.name} has no control {name!r}")
+                control.value = value
+        finally:
+            self._holding = False
+        self.update()
+        return self
+
+    def set_inputs(self, inputs) -> None:
+        """Trace other inputs (explorers built from a Lab) and redraw."""
+        self.source.set_inputs(inputs)
+        if self.text is not None and self.text.value != inputs:
+            self._holding = True
+            self.text.value = str(inputs)
+            self._holding = False
+        self._inputs_changed()
+        self.update()
+
+    def _inputs_changed(self) -> None:
+        """Refit the token slider (`self.tokens_slider`, if the explorer has one) to the new inputs' length."""
+        slider = getattr(self, "tokens_slider", None)
+        if slider is not None:
+            n = self.source.n_tokens
+            self._holding = True
+            slider.max, slider.value = n - 1, min(slider.value, n - 1)
+            self._holding = False
+
+    def update(self) -> go.FigureWidget:
+        """Redraw the figure for the current controls; a request the views refuse shows as a message instead."""
+        try:
+            fig = self.draw()
+        except self.REFUSED as e:
+            self._say(e)
+            return self.figure
+        self.message.value = ""
+        refresh(self.figure, fig)
+        return self.figure
+
+    def draw(self) -> go.Figure:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _slider(description: str, n: int, value: int = 0) -> W.IntSlider:
+    return W.IntSlider(value=value, min=0, max=max(0, n - 1), description=description, continuous_update=False)
+
+
+class AttentionExplorer(Explorer):
+    """Attention patterns by layer, KV group and head (viz.attention_heads), or how alike each group's heads attend
+    (viz.gqa_group_similarity)."""
+
+    name = "AttentionExplorer"
+    views = ("patterns", "group similarity")
+
+    def __init__(self, source, inputs=None, *, layer: int = 0):
+        src = Source(source, inputs, ["layers.*.attn.pattern"], per_layer=True, view=self.name)
+        arch, g = src.arch, src.arch.group_size
+        self.layer = _slider("layer", arch.n_layers, layer)
+        groups = [(f"KV {j}: heads {j * g}..{j * g + g - 1}", j) for j in range(arch.n_kv_heads)]
+        self.group = W.Dropdown(options=[("all groups", None), *groups], value=None, description="KV group")
+        self.head = W.Dropdown(options=self._heads(arch, None), value=None, description="head")
+        self.group.observe(self._group_changed, names="value")
+        super().__init__(src, [self.layer, self.group, self.head])
+        self.update()
+
+    @staticmethod
+    def _heads(arch, group):
+        """The head menu: every head, or the heads of one KV group."""
+        g = arch.group_size
+        heads = range(arch.n_heads) if group is None else range(group * g, (group + 1) * g)
+        return [("all heads shown", None), *[(f"head {h}", h) for h in heads]]
+
+    def _group_changed(self, change) -> None:
+        """Offer only the chosen group's heads (the group's own observer then redraws)."""
+        held, self._holding = self._holding, True
+        self.head.options = self._heads(self.source.arch, change["new"])
+        self.head.value = None
+        self._holding = held
+
+    def draw(self) -> go.Figure:
+        layer = self.layer.value
+        trace = self.source.get(layer)
+        if self.view.value == "group similarity":
+            return viz.gqa_group_similarity(trace, layer)
+        if self.head.value is not None:
+            return viz.attention_heads(trace, layer, heads=[self.head.value])
+        groups = None if self.group.value is None else [self.group.value]
+        return viz.attention_heads(trace, layer, groups=groups)
+
+
+class RopeExplorer(Explorer):
+    """RoPE with your own theta and YaRN factor: the frequencies (viz.rope_frequencies), the score against distance
+    (viz.rope_distance_decay, on a head's real mean q and k) and a real query turning (viz.rope_rotation).
+
+    Takes a Trace or a Lab and inputs (all three views), or an Arch (frequencies and distance decay, q = k = ones).
+    """
+
+    name = "RopeExplorer"
+    views = ("frequencies", "distance decay", "rotation")
+    SITES = ["layers.*.attn.q", "layers.*.attn.k", "layers.*.attn.q_rot", "layers.*.attn.k_rot"]
+
+    def __init__(self, source, inputs=None, *, layer: int = 0, head: int = 0):
+        src = Source(source, inputs, self.SITES, per_layer=True, view=self.name, arch_ok=True)
+        arch = src.arch
+        own = resolve_scaling(arch) or {}
+        self.theta = W.FloatLogSlider(value=arch.rope_theta, base=10, min=3, max=8, step=0.25, description="theta",
+                                      continuous_update=False)  # fmt: skip
+        self.factor = W.FloatSlider(value=float(own.get("factor", 1.0)), min=1.0, max=16.0, step=0.5,
+                                    description="YaRN factor", continuous_update=False)  # fmt: skip
+        self.layer = _slider("layer", arch.n_layers, layer)
+        self.head = _slider("head", arch.n_heads, head)
+        self.token = self.tokens_slider = _slider("token", src.n_tokens, src.n_tokens - 1)
+        for c in (self.layer, self.head, self.token):
+            c.disabled = not src.has_tensors
+        controls = [self.theta, self.factor, self.layer, self.head, self.token]
+        super().__init__(src, controls, [W.VBox(controls[:2]), W.VBox(controls[2:])])
+        self.update()
+
+    @property
+    def scaling(self):
+        """The YaRN the factor slider asks for (False = plain RoPE at factor 1)."""
+        return False if self.factor.value <= 1 else float(self.factor.value)
+
+    def draw(self) -> go.Figure:
+        theta, scaling, view, src = self.theta.value, self.scaling, self.view.value, self.source
+        if view == "frequencies":
+            return viz.rope_frequencies(src.arch, scaling, theta=theta)
+        if view == "distance decay" and not src.has_tensors:  # q = k = ones
+            return viz.rope_distance_decay(src.arch, scaling=scaling, theta=theta)
+        trace, layer, head = src.get(self.layer.value), self.layer.value, self.head.value
+        if view == "distance decay":
+            return viz.rope_distance_decay(trace, layer, head, scaling=scaling, theta=theta)
+        return viz.rope_rotation(trace, layer, head, self.token.value, theta=theta, scaling=scaling)
+
+
+class MoEExplorer(Explorer):
+    """Qwen2-MoE routing: one layer's token x expert decision (viz.moe_routing), one token's (viz.moe_token), and
+    the load, entropy and near-ties of every layer (viz.moe_expert_load)."""
+
+    name = "MoEExplorer"
+    views = ("layer", "token", "all layers")
+
+    def __init__(self, source, inputs=None, *, layer: int | None = None, token: int = 0):
+        src = Source(source, inputs, ["layers.*.moe.*"], view=self.name)
+        arch = src.arch
+        if not arch.is_moe:
+            raise ValueError(f"{self.name}: {arch.name} is a dense Qwen2; load a Qwen2-MoE, e.g. load('tiny-moe')")
+        self.layer = W.Dropdown(options=list(arch.moe_layers), value=arch.moe_layers[0] if layer is None else layer,
+                                description="MoE layer")  # fmt: skip
+        self.token = self.tokens_slider = _slider("token", src.n_tokens, token)
+        super().__init__(src, [self.layer, self.token])
+        self.update()
+
+    def draw(self) -> go.Figure:
+        trace = self.source.get()
+        if self.view.value == "layer":
+            return viz.moe_routing(trace, self.layer.value)
+        if self.view.value == "token":
+            return viz.moe_token(trace, self.layer.value, self.token.value)
+        return viz.moe_expert_load(trace)
+
+
+class LensExplorer(Explorer):
+    """The logit lens: every layer's guess at every position (viz.logit_lens), or one position's top-k per layer
+    (viz.lens_position). From a Lab it traces with lens=k and writes guesses with the Lab's tokenizer."""
+
+    name = "LensExplorer"
+    views = ("all positions", "one position")
+
+    def __init__(self, source, inputs=None, *, k: int = 5, tokenizer=None, position: int = -1):
+        src = Source(source, inputs, ["logits"], lens=k, view=self.name)
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(src.lab, "tokenizer", None)
+        n = src.n_tokens
+        self.position = self.tokens_slider = _slider("position", n, position % n)
+        super().__init__(src, [self.position])
+        self.update()
+
+    def draw(self) -> go.Figure:
+        trace = self.source.get()
+        if self.view.value == "all positions":
+            return viz.logit_lens(trace, tokenizer=self.tokenizer)
+        return viz.lens_position(trace, self.position.value, tokenizer=self.tokenizer)

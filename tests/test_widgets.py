@@ -1,0 +1,150 @@
+"""qwen2_lab.widgets driven without a browser: moving a control redraws the figure, in place, with the right slice."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import qwen2_lab
+from qwen2_lab import rope, viz
+from qwen2_lab.arch import family
+from qwen2_lab.trace import Trace
+from qwen2_lab.widgets import AttentionExplorer, LensExplorer, MoEExplorer, RopeExplorer
+
+TEXT = "The cat sat on the mat."
+
+
+@pytest.fixture(scope="module")
+def dense():
+    lab = qwen2_lab.load("tiny")
+    return lab, lab.trace(TEXT, lens=5)
+
+
+@pytest.fixture(scope="module")
+def moe():
+    lab = qwen2_lab.load("tiny-moe")
+    return lab, lab.trace(TEXT, sites=["layers.*.moe.*"])
+
+
+def z(data) -> torch.Tensor:
+    return torch.tensor(np.array(data.z, dtype=np.float32))
+
+
+def test_attention_explorer_follows_layer_group_and_head(dense):
+    lab, trace = dense
+    ex = AttentionExplorer(trace)
+    figure = ex.figure
+    ex.layer.value = 2  # an ipywidgets control moved, as in a browser
+    assert ex.figure is figure  # updated in place, never replaced
+    assert [d.name for d in figure.data] == [f"head {h}" for h in range(8)]
+    for h, d in enumerate(figure.data):
+        assert torch.equal(z(d), trace["layers.2.attn.pattern"][h])
+    ex.group.value = 1
+    assert [d.name for d in figure.data] == ["head 4", "head 5", "head 6", "head 7"]
+    assert [label for label, _ in ex.head.options][1:] == ["head 4", "head 5", "head 6", "head 7"]
+    ex.head.value = 6
+    (only,) = figure.data
+    assert torch.equal(z(only), trace["layers.2.attn.pattern"][6])
+    ex.show(layer=3, group=None)  # several controls, one redraw
+    assert torch.equal(z(figure.data[0]), trace["layers.3.attn.pattern"][0])
+    ex.view.value = "group similarity"
+    assert figure.layout.title.text.startswith("Layer 3: do heads that share a KV head")
+    assert ex._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"]
+
+
+def test_attention_explorer_from_a_lab_traces_one_layer_and_new_inputs(dense):
+    lab, _ = dense
+    ex = AttentionExplorer(lab, "one two")
+    ex.layer.value = 1
+    kept = ex.source.get(1)
+    assert kept.sites() == ["layers.1.attn.pattern"]  # only what the view needs
+    ex.set_inputs("a much longer input, to trace again")
+    fresh = lab.trace("a much longer input, to trace again", sites=["layers.1.attn.pattern"])
+    assert torch.equal(z(ex.figure.data[0]), fresh["layers.1.attn.pattern"][0])
+    assert list(ex.figure.layout.xaxis.ticktext) == viz.token_labels(fresh.tokens)
+    ex.text.value = "typed in the box"  # the text box traces what is typed
+    assert len(ex.figure.data[0].z) == len(lab.trace("typed in the box", sites=["logits"]).tokens)
+    ex.text.value = ""  # nothing to trace: said under the controls, the last figure stays
+    assert "empty" in ex.message.value and len(ex.figure.data[0].z) > 0
+
+
+def test_attention_explorer_stays_within_limits_at_72b():
+    S = 200
+    pattern = torch.rand(64, S, S).tril()
+    arch = family()["Qwen/Qwen2-72B-Instruct"]
+    trace = Trace(
+        torch.arange(S), [f"t{i}" for i in range(S)], arch, torch.empty(0), {"layers.5.attn.pattern": pattern}
+    )
+    ex = AttentionExplorer(trace, layer=5)
+    assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.text
+    ex.group.value = 7
+    assert [d.name for d in ex.figure.data] == [f"head {h}" for h in range(56, 64)]
+    assert torch.equal(z(ex.figure.data[3]), pattern[59][-64:, -64:])
+    ex.layer.value = 6  # not traced: the explorer says which sites to trace instead of failing
+    assert "layers.*.attn.pattern" in ex.message.value and len(ex.figure.data) == 8
+
+
+def test_rope_explorer_theta_factor_and_rotation(dense):
+    lab, trace = dense
+    ex = RopeExplorer(trace)
+    hd = lab.arch.head_dim
+    ex.theta.value = 1e4
+    (plain_top,) = [d for d in ex.figure.data if d.yaxis == "y"]
+    expected = [2 * math.pi * 1e4 ** (2 * j / hd) for j in range(hd // 2)]  # wavelength of pair j at theta 1e4
+    assert np.allclose(plain_top.y, expected, rtol=1e-6)
+    ex.factor.value = 4.0
+    assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.text  # YaRN's attention factor
+    assert any("interpolated" in d.name for d in ex.figure.data)
+    ex.show(view="rotation", theta=lab.arch.rope_theta, factor=1.0, layer=1, head=5, token=3)
+    star = ex.figure.data[2]
+    q_rot = trace["layers.1.attn.q_rot"][5, 3]
+    assert (star.x[0], star.y[0]) == (float(q_rot[0]), float(q_rot[hd // 2])) and "the model's q_rot" in star.name
+    ex.view.value = "distance decay"
+    yarn = rope.rope_parameters(lab.arch, scaling=False)
+    assert ex.figure.data[-1].name == f"{yarn.label}: all pairs"  # factor 1: plain RoPE alone
+
+
+def test_rope_explorer_from_an_arch():
+    ex = RopeExplorer(family()["Qwen/Qwen2-7B-Instruct"])
+    assert ex.layer.disabled and len(ex.figure.data) >= 1 and not ex.message.value
+    ex.view.value = "rotation"
+    assert "Trace" in ex.message.value  # said, not raised
+
+
+def test_moe_explorer_layer_token_and_load(moe):
+    lab, trace = moe
+    ex = MoEExplorer(trace)
+    assert ex.layer.options == tuple(lab.arch.moe_layers)
+    ex.layer.value = 2
+    assert torch.equal(z(ex.figure.data[0]), trace["layers.2.moe.router_probs"])
+    ex.show(view="token", token=4)
+    assert torch.equal(torch.tensor(np.array(ex.figure.data[0].y)), trace["layers.2.moe.router_probs"][4])
+    ex.layer.value = 0
+    assert torch.equal(torch.tensor(np.array(ex.figure.data[0].y)), trace["layers.0.moe.router_probs"][4])
+    ex.view.value = "all layers"
+    assert np.asarray(ex.figure.data[0].z).shape == (lab.arch.n_layers, lab.arch.n_experts)
+    with pytest.raises(ValueError, match="dense Qwen2"):
+        MoEExplorer(qwen2_lab.load("tiny"), "hi")
+
+
+def test_lens_explorer_position(dense):
+    lab, _ = dense
+    ex = LensExplorer(lab, TEXT)
+    trace = ex.source.get()
+    assert torch.equal(z(ex.figure.data[0]), trace.lens_probs[..., 0])
+    assert ex.figure.data[0].text[0][0] == viz.token_label(lab.tokenizer.decode([int(trace.lens_ids[0, 0, 0])]))
+    ex.show(view="one position", position=2)
+    assert torch.equal(z(ex.figure.data[0]), trace.lens_probs[:, 2])
+    ex.set_inputs("short")
+    assert ex.position.max == len(ex.source.get().tokens) - 1
+
+
+def test_explorers_need_something_to_show(dense):
+    lab, _ = dense
+    with pytest.raises(ValueError, match=r"AttentionExplorer\(lab, inputs\)"):
+        AttentionExplorer(lab)
+    with pytest.raises(TypeError, match="takes a Trace"):
+        LensExplorer("some text")
+    with pytest.raises(AttributeError, match="no control 'colour'"):
+        AttentionExplorer(lab, "x").show(colour=1)
