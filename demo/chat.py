@@ -1,0 +1,141 @@
+"""The chat: a Gradio conversation in, the Lab's reply out, streamed piece by piece.
+
+`respond` is the function the demo's `gr.ChatInterface` calls (and the `chat` API endpoint): it checks what a user
+or an API client sent, turns Gradio's messages into the chat the model sees, and yields the growing reply. Every
+refusal is a `gr.Error` whose message names the problem and says what to do instead, so a bad request costs one
+message, never the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+
+import gradio as gr
+
+from qwen2_lab.lab import normalize_messages
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2's own default (its chat template adds it too)
+MAX_MESSAGE_CHARS = 16_000  # one message; longer pastes are refused before any tokenizing
+MAX_NEW_TOKENS_CAP = 4096  # the slider's end; the context window may cut it lower
+LIMITS = {  # name: (lowest, highest) accepted; the sliders span the same ranges
+    "temperature": (0.0, 2.0),
+    "top_p": (0.01, 1.0),
+    "top_k": (0, 200),
+    "repetition_penalty": (1.0, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The sampling settings the sliders start at. temperature 0 means greedy decoding."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    repetition_penalty: float
+
+
+def default_settings(lab) -> Settings:
+    """The model's own generation config, as slider values (Qwen2-Instruct: 0.7 / 0.8 / 20 / 1.05, sampling on)."""
+    gc = lab.model.generation_config
+    sampling = bool(gc.do_sample)
+    return Settings(
+        temperature=float(gc.temperature if sampling and gc.temperature is not None else (0.7 if sampling else 0.0)),
+        top_p=float(gc.top_p or 1.0),
+        top_k=int(gc.top_k or 0),
+        max_new_tokens=min(int(gc.max_new_tokens or 1024), max_new_tokens_limit(lab)),
+        repetition_penalty=float(gc.repetition_penalty or 1.0),
+    )
+
+
+def max_new_tokens_limit(lab) -> int:
+    """The most new tokens the slider offers: the cap, or less when the context window is smaller."""
+    return max(1, min(MAX_NEW_TOKENS_CAP, lab.arch.max_position // 2))
+
+
+def generation_kwargs(lab, temperature, top_p, top_k, max_new_tokens, repetition_penalty) -> dict:
+    """Validated keyword arguments for HF `generate`. Sampling settings are passed only when sampling."""
+    temperature = _number("temperature", temperature)
+    top_p = _number("top_p", top_p)
+    top_k = _number("top_k", top_k, integer=True)
+    repetition_penalty = _number("repetition_penalty", repetition_penalty)
+    limit = max_new_tokens_limit(lab)
+    max_new_tokens = _number("max_new_tokens", max_new_tokens, integer=True, bounds=(1, limit))
+    kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
+    if temperature == 0:  # greedy: the same reply every time, so the sampling knobs are left out
+        return dict(kwargs, do_sample=False)
+    return dict(kwargs, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+
+
+def _number(name: str, value, *, integer: bool = False, bounds: tuple | None = None):
+    lo, hi = bounds or LIMITS[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number from {lo} to {hi}, got {value!r}") from None
+    if not lo <= number <= hi or number != number:  # the second test catches NaN
+        raise gr.Error(f"{name} must lie between {lo} and {hi}, got {value!r}")
+    if integer and number != int(number):
+        raise gr.Error(f"{name} must be a whole number, got {value!r}")
+    return int(number) if integer else number
+
+
+def conversation(message, history, system_prompt: str | None) -> list[dict]:
+    """The chat the model sees: the system prompt, the earlier turns, and the new message, as plain dicts.
+
+    `history` is Gradio's list of {"role", "content"} messages (content may be a list of blocks).
+    """
+    text = normalize_messages([{"role": "user", "content": message}])[0]["content"]
+    if not text.strip():
+        raise gr.Error("The message is empty: type a question, or click one of the examples.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise gr.Error(
+            f"The message is {len(text):,} characters; this demo takes at most {MAX_MESSAGE_CHARS:,} per message."
+            " Shorten it or send it in parts."
+        )
+    try:
+        earlier = [m for m in normalize_messages(history or []) if m["role"] in ("user", "assistant")]
+    except ValueError as e:
+        raise gr.Error(f"The chat history is malformed: {e}") from None
+    system = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
+    return system + earlier + [{"role": "user", "content": text}]
+
+
+def check_fits(lab, messages: list[dict], max_new_tokens: int) -> int:
+    """The prompt's length in tokens; refuses a chat that, with the reply, would not fit the context window."""
+    n = len(lab.encode(messages))
+    window = lab.arch.max_position
+    if n + max_new_tokens > window:
+        raise gr.Error(
+            f"The conversation is {n:,} tokens and the reply may take {max_new_tokens:,} more: together over"
+            f" {lab.name}'s context window of {window:,} tokens. Clear the chat (or lower max new tokens) and ask again."
+        )
+    return n
+
+
+def stream_text(lab, messages: list[dict], **generation_kwargs) -> Iterator[str]:
+    """Yield the reply so far, growing piece by piece as `lab.stream` delivers it.
+
+    When the caller stops early (stop button, a client that left) closing this generator closes the Lab's stream,
+    which stops HF generate at the next token instead of letting it run on with nobody reading.
+    """
+    text = ""
+    with closing(lab.stream(messages, **generation_kwargs)) as pieces:
+        for piece in pieces:
+            text += piece
+            yield text
+    if not text:
+        yield ""  # the model ended at once (an end-of-turn token first): still one, empty, reply
+
+
+def respond(
+    lab, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
+) -> Iterator[str]:
+    """The ChatInterface function: check the request, then stream the reply (each yield is the reply so far)."""
+    kwargs = generation_kwargs(lab, temperature, top_p, top_k, max_new_tokens, repetition_penalty)
+    messages = conversation(message, history, system_prompt)
+    check_fits(lab, messages, kwargs["max_new_tokens"])
+    yield from stream_text(lab, messages, **kwargs)
