@@ -188,6 +188,9 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+ALL = -1  # the "all groups" / "all heads" menu entries (a Dropdown shows a None value as blank)
+
+
 def _slider(description: str, n: int, value: int = 0) -> W.IntSlider:
     return W.IntSlider(value=value, min=0, max=max(0, n - 1), description=description, continuous_update=False)
 
@@ -204,8 +207,8 @@ class AttentionExplorer(Explorer):
         arch, g = src.arch, src.arch.group_size
         self.layer = _slider("layer", arch.n_layers, layer)
         groups = [(f"KV {j}: heads {j * g}..{j * g + g - 1}", j) for j in range(arch.n_kv_heads)]
-        self.group = W.Dropdown(options=[("all groups", None), *groups], value=None, description="KV group")
-        self.head = W.Dropdown(options=self._heads(arch, None), value=None, description="head")
+        self.group = W.Dropdown(options=[("all groups", ALL), *groups], value=ALL, description="KV group")
+        self.head = W.Dropdown(options=self._heads(arch, ALL), value=ALL, description="head")
         self.group.observe(self._group_changed, names="value")
         super().__init__(src, [self.layer, self.group, self.head])
         self.update()
@@ -214,14 +217,14 @@ class AttentionExplorer(Explorer):
     def _heads(arch, group):
         """The head menu: every head, or the heads of one KV group."""
         g = arch.group_size
-        heads = range(arch.n_heads) if group is None else range(group * g, (group + 1) * g)
-        return [("all heads shown", None), *[(f"head {h}", h) for h in heads]]
+        heads = range(arch.n_heads) if group == ALL else range(group * g, (group + 1) * g)
+        return [("all heads shown", ALL), *[(f"head {h}", h) for h in heads]]
 
     def _group_changed(self, change) -> None:
         """Offer only the chosen group's heads (the group's own observer then redraws)."""
         held, self._holding = self._holding, True
         self.head.options = self._heads(self.source.arch, change["new"])
-        self.head.value = None
+        self.head.value = ALL
         self._holding = held
 
     def draw(self) -> go.Figure:
@@ -229,9 +232,9 @@ class AttentionExplorer(Explorer):
         trace = self.source.get(layer)
         if self.view.value == "group similarity":
             return viz.gqa_group_similarity(trace, layer)
-        if self.head.value is not None:
+        if self.head.value != ALL:
             return viz.attention_heads(trace, layer, heads=[self.head.value])
-        groups = None if self.group.value is None else [self.group.value]
+        groups = None if self.group.value == ALL else [self.group.value]
         return viz.attention_heads(trace, layer, groups=groups)
 
 

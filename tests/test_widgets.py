@@ -46,7 +46,7 @@ def test_attention_explorer_follows_layer_group_and_head(dense):
     ex.head.value = 6
     (only,) = figure.data
     assert torch.equal(z(only), trace["layers.2.attn.pattern"][6])
-    ex.show(layer=3, group=None)  # several controls, one redraw
+    ex.show(layer=3, group=-1)  # several controls, one redraw
     assert torch.equal(z(figure.data[0]), trace["layers.3.attn.pattern"][0])
     ex.view.value = "group similarity"
     assert figure.layout.title.text.startswith("Layer 3: do heads that share a KV head")

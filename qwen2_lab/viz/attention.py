@@ -143,8 +143,8 @@ def attention_heads(
         "colour: share of the query's attention on each key (rows sum to 1; white above the diagonal = the masked future)",
         head_note,
         pos_note,
-        height=170 + 230 * len(rows),
-        width=160 + 230 * cols,
+        height=150 + 190 * len(rows),
+        width=150 + 190 * cols,
     )
 
 
