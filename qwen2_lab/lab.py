@@ -132,6 +132,9 @@ class Lab:
         if lens:
             trace.lens_probs = torch.stack([p for p, _ in lens_top]).to(logits.device)  # (L, S, lens)
             trace.lens_ids = torch.stack([i for _, i in lens_top]).to(logits.device)  # (L, S, lens)
+            if self.tokenizer is not None:
+                unique = trace.lens_ids.unique().tolist()
+                trace.lens_text = dict(zip(unique, self.tokens(unique)))
         return trace
 
     def read_out(self, resid: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

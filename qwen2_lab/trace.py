@@ -129,6 +129,7 @@ class Trace:
     store: dict[str, torch.Tensor] = field(default_factory=dict)
     lens_ids: torch.Tensor | None = None  # [L, S, k]: the logit lens, when lab.trace(..., lens=k)
     lens_probs: torch.Tensor | None = None  # [L, S, k]
+    lens_text: dict[int, str] | None = None  # each token id in lens_ids as text (when the Lab has a tokenizer)
 
     def __getitem__(self, site: str) -> torch.Tensor:
         if site not in self.store:

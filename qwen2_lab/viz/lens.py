@@ -26,10 +26,12 @@ def check_lens(trace, view: str):
 def lens_vocab(trace, ids: torch.Tensor, tokenizer=None) -> dict[int, str]:
     """Readable text for each token id in `ids`.
 
-    tokenizer: anything with .decode([id]) (lab.tokenizer) or a function id -> str. Without one, ids that occur in
-    the input get their input text, others are written '#id'.
+    tokenizer: anything with .decode([id]) (lab.tokenizer) or a function id -> str. Without one, the text the Lab
+    stored in trace.lens_text; failing that, ids that occur in the input get their input text, others '#id'.
     """
     unique = sorted(set(ids.flatten().tolist()))
+    if tokenizer is None and trace.lens_text is not None:
+        tokenizer = trace.lens_text.__getitem__
     if tokenizer is not None:
         decode = (
             tokenizer if callable(tokenizer) and not hasattr(tokenizer, "decode") else lambda i: tokenizer.decode([i])
@@ -91,7 +93,7 @@ def logit_lens(trace, *, tokenizer=None, positions=None, max_tokens: int = 48) -
         fig,
         "Logit lens: what each layer's residual would predict next, read through the final norm and lm_head",
         "colour: probability of the top guess; text: the guess; the top row is the model's own prediction",
-        "" if tokenizer is not None else "guesses not in the input show as #id: pass tokenizer=lab.tokenizer",
+        "" if tokenizer is not None or trace.lens_text else "guesses not in the input show as #id: pass tokenizer=",
         note,
         height=max(380, 160 + 22 * L),
         width=max(700, 220 + 46 * len(pos)),
