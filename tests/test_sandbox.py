@@ -107,6 +107,7 @@ def test_exception_traceback_shows_only_the_programs_frames():
 def test_syntax_error_and_exit_codes():
     bad = run("def f(:\n    pass\n")
     assert bad.returncode == 1 and "SyntaxError" in bad.stderr and 'File "main.py", line 1' in bad.stderr
+    assert "Traceback" not in bad.stderr and "sandbox" not in bad.stderr  # only the user's error, no internals
     exited = run("import sys\nprint('bye')\nsys.exit(3)")
     assert exited.returncode == 3 and exited.stdout == "bye\n" and exited.killed_reason is None
     assert run("exit(0)").ok  # site's exit() exists even under -S

@@ -129,7 +129,7 @@ def _run_main(path: str) -> int:
     try:
         code = compile(source, path, "exec")
     except (SyntaxError, ValueError) as exc:
-        traceback.print_exception_only(type(exc), exc)
+        print("".join(traceback.format_exception_only(type(exc), exc)), end="", file=sys.stderr)
         return 1
     module = types.ModuleType("__main__")
     module.__file__ = path
