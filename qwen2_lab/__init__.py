@@ -27,6 +27,11 @@ _EXPORTS = {
     "qwen2_tokenizer_dir": "tokenizer",
     "token_pieces": "tokenizer",
     "tokens_per_char": "tokenizer",
+    "check_answer": "checks",
+    "check_code": "checks",
+    "problem": "checks",
+    "PROBLEMS": "checks",
+    "run_python": "sandbox",
 }
 
 __all__ = sorted(_EXPORTS)
