@@ -54,16 +54,12 @@ MORE_EXAMPLES = [
 ]
 
 
-class Setting(gr.Slider):
-    """A slider that hands its value on unchecked, so that `chat.generation_kwargs` checks it and names a bad one.
-
-    (Slider's own check would answer an API client's "hot" for temperature with an anonymous server error.)
-    """
-
-    is_template = True  # drawn by the frontend as the Slider it is
-
-    def preprocess(self, payload):
-        return payload
+def setting(*args, **kwargs) -> gr.Slider:
+    """A slider whose value reaches the chat function unchecked, so that `chat.generation_kwargs` checks it and names
+    a bad one. (Slider's own check answers an API client's "hot" for temperature with an anonymous server error.)"""
+    slider = gr.Slider(*args, **kwargs)
+    slider.preprocess = lambda payload: payload  # on the instance: a Slider subclass would make Gradio write a .pyi
+    return slider
 
 
 def examples() -> tuple[list[list[str]], list[str]]:
@@ -117,11 +113,11 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     lo, hi = chat.LIMITS, chat.max_new_tokens_limit(lab)
     settings = [
         gr.Textbox(chat.DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=2, render=False),
-        Setting(*lo["temperature"], defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
-        Setting(*lo["top_p"], defaults.top_p, step=0.01, label="Top-p", render=False),
-        Setting(*lo["top_k"], defaults.top_k, step=1, label="Top-k (0 = off)", render=False),
-        Setting(1, hi, defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
-        Setting(*lo["repetition_penalty"], defaults.repetition_penalty, step=0.01, label="Repetition penalty", render=False),
+        setting(*lo["temperature"], defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
+        setting(*lo["top_p"], defaults.top_p, step=0.01, label="Top-p", render=False),
+        setting(*lo["top_k"], defaults.top_k, step=1, label="Top-k (0 = off)", render=False),
+        setting(1, hi, defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
+        setting(*lo["repetition_penalty"], defaults.repetition_penalty, step=0.01, label="Repetition penalty", render=False),
     ]  # fmt: skip
 
     @on_gpu
@@ -163,7 +159,9 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
                     stop_btn=True,
                 ),
                 additional_inputs=settings,
-                additional_inputs_accordion=gr.Accordion("Settings: system prompt and sampling", open=False),
+                additional_inputs_accordion=gr.Accordion(
+                    "Settings: system prompt and sampling", open=False, render=False
+                ),
                 examples=prompts,
                 example_labels=labels,
                 cache_examples=False,  # Spaces would otherwise generate every example at start-up
@@ -177,7 +175,7 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
                         [("Find it in the chat", check.AUTO)] + [(pid, pid) for pid in check.problem_prompts()],
                         value=check.AUTO, label="Problem to check against", scale=2,
                     )  # fmt: skip
-                    check_btn = gr.Button("Check the last reply", elem_id="check-btn", scale=1)
+                    check_btn = gr.Button("Check the last reply", elem_id="check-btn", variant="primary", scale=1)
                     send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
                 report = gr.Markdown("Math answers are checked as soon as the model finishes; press *Check* for code.",
                                      elem_id="check-report")  # fmt: skip
@@ -220,6 +218,7 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
         gr.api(check_answer, api_name="check_answer")
 
     share_model_group(demo, respond)
+    announce_history_changes(demo, history)
     return demo.queue(max_size=queue_size, default_concurrency_limit=1)
 
 
@@ -232,6 +231,17 @@ def share_model_group(demo: gr.Blocks, chat_fn) -> None:
     for block_fn in demo.fns.values():
         if getattr(block_fn.fn, "__wrapped__", None) is chat_fn:
             block_fn.concurrency_id, block_fn.concurrency_limit = MODEL_GROUP, 1
+
+
+def announce_history_changes(demo: gr.Blocks, history: gr.State) -> None:
+    """Let `history.change` fire when ChatInterface stores a finished conversation.
+
+    ChatInterface copies the chatbot into `chatbot_value` with unqueued events, and the Gradio 6 frontend dispatches
+    a State's change event only for queued ones; queued, the copy (a trivial function) triggers the auto-check.
+    """
+    for block_fn in demo.fns.values():
+        if any(block is history for block in block_fn.outputs):
+            block_fn.queue = True
 
 
 def check_code(text: str, problem_id: str = "leetcode-34") -> dict:
