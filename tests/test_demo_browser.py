@@ -146,6 +146,8 @@ def test_page_example_check_repair_and_look_inside(page, lab):
     watch_reply(driver, reply, 1)
     verdict = "Passed" if checks.check_answer(reply, "gaokao-2024-set").passed else "Failed"
     wait_for(lambda: report(driver).startswith(f"{verdict} (gaokao-2024-set)"), what="the automatic math check")
+    for action in ("Retry", "Undo", "Clear"):  # ChatInterface's own buttons, wired to the chat
+        assert driver.find_elements(By.CSS_SELECTOR, f'#chatbot button[aria-label="{action}"]'), action
 
     # A code example, after clearing the chat: checked when the button is pressed.
     driver.find_element(By.CSS_SELECTOR, '#chatbot button[aria-label="Clear"]').click()
