@@ -85,6 +85,16 @@ def test_respond_streams_what_generate_says(lab):
     assert len(updates) == max(1, len(pieces))  # one update per piece the streamer delivered
 
 
+@pytest.mark.parametrize("top_k", [0, 20])
+def test_sampled_replies_are_what_generate_samples(lab, top_k):
+    settings = (None, 0.9, 0.95, top_k, 32, 1.1)
+    torch.manual_seed(7)
+    reply = list(chat.respond(lab, "1+1=", [], *settings))[-1]
+    torch.manual_seed(7)
+    kwargs = dict(do_sample=True, temperature=0.9, top_p=0.95, top_k=top_k, max_new_tokens=32, repetition_penalty=1.1)
+    assert reply == lab.generate(chat.conversation("1+1=", [], None), **kwargs)
+
+
 def test_history_in_gradio_blocks_is_the_conversation(lab):
     history = [
         {"role": "user", "content": [{"type": "text", "text": "1+1="}]},
