@@ -113,7 +113,9 @@ def test_history_in_gradio_blocks_is_the_conversation(lab):
 
 
 def test_settings_start_at_the_models_generation_config(lab):
-    assert chat.default_settings(lab) == chat.Settings(0.0, 1.0, 0, 128, 1.0)  # tiny: greedy, 128 new tokens
+    gc, defaults = lab.model.generation_config, chat.default_settings(lab)
+    assert (defaults.temperature == 0) == (not gc.do_sample)  # temperature 0 stands for greedy
+    assert defaults.max_new_tokens == min(gc.max_new_tokens or 1024, chat.max_new_tokens_limit(lab))
     qwen2_instruct = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
     fake = SimpleNamespace(model=SimpleNamespace(generation_config=qwen2_instruct), arch=lab.arch)
     assert chat.default_settings(fake) == chat.Settings(0.7, 0.8, 20, 1024, 1.05)
@@ -134,18 +136,20 @@ def test_generation_kwargs_sample_only_when_asked(lab):
         ("", GREEDY, "empty"),
         ("  \n ", GREEDY, "empty"),
         ("x" * (chat.MAX_MESSAGE_CHARS + 1), GREEDY, "at most 16,000"),
-        ("1 " * 1500, GREEDY[:4] + (1000, 1.0), "context window of 2,048"),
+        ("1 " * 4000, GREEDY[:4] + ("{limit}", 1.0), "context window of {window:,}"),
         ("hi", (None, -1.0, 1.0, 0, 48, 1.0), "temperature must lie between"),
         ("hi", (None, "hot", 1.0, 0, 48, 1.0), "temperature must be a number"),
         ("hi", (None, float("nan"), 1.0, 0, 48, 1.0), "temperature"),
         ("hi", (None, 0.7, 0.0, 0, 48, 1.0), "top_p must lie between"),
         ("hi", (None, 0.7, 1.0, 2.5, 48, 1.0), "top_k must be a whole number"),
-        ("hi", (None, 0.7, 1.0, 0, 0, 1.0), "max_new_tokens must lie between 1 and 1024"),
+        ("hi", (None, 0.7, 1.0, 0, 0, 1.0), "max_new_tokens must lie between 1 and {limit}"),
         ("hi", (None, 0.7, 1.0, 0, 48, None), "repetition_penalty must be a number"),
     ],
 )
 def test_bad_requests_get_a_clear_message(lab, message, settings, match):
-    with pytest.raises(gr.Error, match=match):
+    limit, window = chat.max_new_tokens_limit(lab), lab.arch.max_position
+    settings = tuple(limit if s == "{limit}" else s for s in settings)
+    with pytest.raises(gr.Error, match=match.format(limit=limit, window=window)):
         next(chat.respond(lab, message, [], *settings))
 
 
