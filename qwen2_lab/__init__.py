@@ -34,10 +34,14 @@ _EXPORTS = {
     "run_python": "sandbox",
 }
 
+_SUBMODULES = {"viz", "widgets", "checks", "sandbox", "rope", "dca", "arch", "forward", "trace", "notebook"}
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:  # qwen2_lab.viz.attention_heads(...) works without importing viz first
+        return import_module(f".{name}", __name__)
     if name in _EXPORTS:
         value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
