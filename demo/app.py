@@ -139,8 +139,8 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
             yield history + [{"role": "assistant", "content": text}]
 
     @on_gpu
-    def look(history, layer, groups):
-        return inside.look_inside(lab, history, layer, groups)
+    def look(history, layer, groups, system_prompt):
+        return inside.look_inside(lab, history, layer, groups, system_prompt)
 
     prompts, labels = examples()
     with gr.Blocks(title="Qwen2 Lab") as demo:
@@ -211,7 +211,7 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
             api_visibility="undocumented", queue=False,
         )  # fmt: skip
         look_btn.click(
-            look, [history, layer, kv_groups], [attention_plot, lens_plot, routing_plot, note],
+            look, [history, layer, kv_groups, settings[0]], [attention_plot, lens_plot, routing_plot, note],
             concurrency_id=MODEL_GROUP, concurrency_limit=1, api_visibility="undocumented",
         )  # fmt: skip
         gr.api(check_code, api_name="check_code")

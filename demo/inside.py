@@ -14,15 +14,17 @@ MAX_LOOK_TOKENS = 256  # the last this many tokens of a long chat are traced: th
 LENS_TOP_K = 5
 
 
-def conversation_ids(lab, history, max_tokens: int = MAX_LOOK_TOKENS):
-    """Token ids [S <= max_tokens] of the chat as the model sees it next (chat template with the assistant prompt).
+def conversation_ids(lab, history, system_prompt: str | None = None, max_tokens: int = MAX_LOOK_TOKENS):
+    """Token ids [S <= max_tokens] of the chat as the model sees it next (chat template with the assistant prompt),
+    with the system prompt the chat used (none: the template's default).
 
     Returns (ids, dropped): a long chat keeps its last `max_tokens` tokens, and `dropped` says how many went.
     """
     turns = [m for m in history or [] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
     if not turns:
         raise gr.Error("There is nothing to look at yet: chat first (or click an example), then look inside.")
-    ids = lab.encode(turns)  # (S,)
+    system = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
+    ids = lab.encode(system + turns)  # (S,)
     dropped = max(0, len(ids) - max_tokens)
     return ids[dropped:], dropped
 
@@ -32,11 +34,11 @@ def default_groups(arch) -> list[int]:
     return list(range(min(arch.n_kv_heads, max(1, viz.MAX_HEADS // arch.group_size))))
 
 
-def look_inside(lab, history, layer, groups=None) -> tuple:
+def look_inside(lab, history, layer, groups=None, system_prompt: str | None = None) -> tuple:
     """Trace the conversation; return the attention, logit-lens and (MoE models) routing figures and a note.
 
     layer: which layer's attention heads and routing to draw, 0..n_layers-1.
-    groups: which KV groups' query heads to draw (default: `default_groups`).
+    groups: which KV groups' query heads to draw (default: `default_groups`). system_prompt: the chat's.
     """
     try:
         layer = int(layer)
@@ -44,7 +46,7 @@ def look_inside(lab, history, layer, groups=None) -> tuple:
         raise gr.Error(f"layer must be a whole number, got {layer!r}") from None
     if not 0 <= layer < lab.arch.n_layers:
         raise gr.Error(f"layer must lie in 0..{lab.arch.n_layers - 1} for {lab.name}, got {layer}")
-    ids, dropped = conversation_ids(lab, history)
+    ids, dropped = conversation_ids(lab, history, system_prompt)
     routing_sites = (
         ("router_probs", "topk_experts", "topk_weights", "shared_gate") if layer in lab.arch.moe_layers else ()
     )

@@ -205,8 +205,8 @@ def test_look_inside_draws_the_conversation(name):
     lab = qwen2_lab.load(name)
     history = [{"role": "user", "content": [{"type": "text", "text": "1+1="}]}, {"role": "assistant", "content": "2"}]
     layer = lab.arch.moe_layers[0] if lab.arch.is_moe else 1
-    attention, lens, routing, note = inside.look_inside(lab, history, layer)
-    ids = lab.encode(history)
+    attention, lens, routing, note = inside.look_inside(lab, history, layer, system_prompt="Be brief.")
+    ids = lab.encode([{"role": "system", "content": "Be brief."}, *history])  # the chat with the system prompt it had
     trace = lab.trace(ids, sites=[f"layers.{layer}.attn.pattern"])
     z = torch.tensor(np.asarray(attention.data[0].z))  # head 0, on the figure's window of the last T positions
     T = z.shape[0]
