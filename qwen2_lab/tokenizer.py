@@ -262,7 +262,7 @@ def token_bytes(ids: list[int], tokenizer=None) -> list[bytes]:
 def token_pieces(text: str, tokenizer=None) -> list[tuple[int, str]]:
     """(id, piece) for each token of `text`. A piece is the token's text; a token that holds only part of a
     character's UTF-8 bytes (an emoji or a rare CJK character is often split in two) shows those bytes as `\\xNN`:
-    ' 😊' (with its leading space) -> [(26525, '\\xf0\\x9f\\x98'), (232, '\\x8a')]."""
+    ' 😊' (with its leading space) -> [(26525, ' \\xf0\\x9f\\x98'), (232, '\\x8a')]."""
     tokenizer = tokenizer or qwen2_tokenizer()
     ids = tokenizer.encode(text, add_special_tokens=False)
     return [(i, b.decode("utf-8", errors="backslashreplace")) for i, b in zip(ids, token_bytes(ids, tokenizer))]
