@@ -164,7 +164,7 @@ class Lab:
 
         Closing the iterator early (a client that leaves) stops generation at the next token.
         """
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         if self.tokenizer is None:
             raise ValueError("generating text needs a tokenizer: Lab(model, tokenizer)")
@@ -183,7 +183,7 @@ class Lab:
             def __call__(self, input_ids, scores, **kw):
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = TokenStreamer(self.tokenizer, timeout=600)
         kwargs["stopping_criteria"] = StoppingCriteriaList([_Stop(), *kwargs.get("stopping_criteria", [])])
         failure = []
 
@@ -206,6 +206,48 @@ class Lab:
             thread.join()
         if failure:
             raise failure[0]
+
+
+class TokenStreamer:
+    """Text pieces as `generate` produces tokens, one per token (HF's TextIteratorStreamer waits for a space).
+
+    Only an incomplete UTF-8 character (decoded as '\ufffd') is held back until its next byte arrives. The prompt,
+    passed first by `generate`, is skipped; special tokens are left out. Iterate from another thread.
+    """
+
+    def __init__(self, tokenizer, timeout: float | None = None):
+        import queue
+
+        self.tokenizer, self.timeout = tokenizer, timeout
+        self.pieces: queue.Queue = queue.Queue()
+        self.line: list[int] = []  # the tokens of the current line, decoded together so merges across tokens hold
+        self.sent = 0  # characters of the current line already sent
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate passes the prompt first
+            self.prompt_seen = True
+            return
+        self.line += value.flatten().tolist()
+        text = self.tokenizer.decode(self.line, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half a character: wait for the rest of its bytes
+            return
+        if text[self.sent :]:
+            self.pieces.put(text[self.sent :])
+        self.sent = len(text)
+        if text.endswith("\n"):  # start a new line: decoding stays cheap however long the answer
+            self.line, self.sent = [], 0
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.line, skip_special_tokens=True) if self.line else ""
+        if text[self.sent :]:
+            self.pieces.put(text[self.sent :])
+        self.line, self.sent = [], 0
+        self.pieces.put(None)
+
+    def __iter__(self):
+        while (piece := self.pieces.get(timeout=self.timeout)) is not None:
+            yield piece
 
 
 def normalize_messages(messages) -> list[dict]:

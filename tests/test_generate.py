@@ -37,3 +37,23 @@ def test_closing_a_stream_stops_generation(tiny):
 def test_generation_errors_reach_the_caller(tiny):
     with pytest.raises(ValueError):
         list(tiny.stream("1+1=", max_new_tokens=4, top_k=-3, do_sample=True))
+
+
+def test_stream_yields_a_piece_per_token_and_never_half_a_character():
+    """HF's TextIteratorStreamer waits for a space; the lab's streamer sends each token as it comes."""
+    from qwen2_lab import qwen2_tokenizer
+    from qwen2_lab.lab import TokenStreamer
+
+    tok = qwen2_tokenizer()
+    text = "生活的真谛是 😊 123456\nA∩B={-1,0}<|im_end|>"
+    ids = tok.encode(text, add_special_tokens=False)
+    streamer = TokenStreamer(tok)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, skipped
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    pieces = list(streamer)
+    assert "".join(pieces) == text.replace("<|im_end|>", "")
+    assert all("\ufffd" not in p for p in pieces)
+    assert len(pieces) >= len(ids) - 3  # one per token, but for the emoji's bytes and the special token
+    assert pieces[:3] == [tok.decode([ids[0]]), tok.decode([ids[1]]), tok.decode([ids[2]])]
