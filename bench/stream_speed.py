@@ -8,7 +8,7 @@
 Rows, all greedy on the same chat prompt (the seed's LeetCode 34 prompt) and the same model:
   generate      `model.generate(input_ids)` in the calling thread, the whole reply at once (the reference)
   demo stream   `chat.respond`, the function behind the demo's chat and its `chat` API: the request checked, then
-                `lab.stream` (HF generate in a thread, TextIteratorStreamer) with every growing reply yielded
+                `lab.stream` (HF generate in a thread, a piece per token) with every growing reply yielded
   demo http     (--http) the same, served by the demo app and read through `gradio_client` over loopback
 Every reply is exactly --new-tokens long: the model's generation config gets min_new_tokens = max_new_tokens, so an
 end-of-turn token cannot stop one row early, and the streamed text is asserted equal to generate's. The rows
