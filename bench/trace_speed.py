@@ -7,7 +7,8 @@
 Times: one process runs the four modes in turn, round after round (so a busy machine slows them alike), and
 reports each mode's median over `--repeats` rounds after a warm-up. Memory: each mode runs once more in a fresh
 child process, so its peak is its own: peak resident memory (CPU) or peak allocated memory (CUDA) during the call,
-above what the loaded model already holds. Rows: HF eager forward (the reference, since the lab keeps attention patterns
+above what the loaded model already holds, beside "kept": what the call's result itself holds (HF's logits; the
+trace's tensors and logits). Peak minus kept is the forward's own working memory. Rows: HF eager forward (the reference, since the lab keeps attention patterns
 as eager does), HF sdpa forward, lab.trace keeping nothing (sites=[]: fused attention, logits only), and lab.trace
 keeping every site.
 """
@@ -22,6 +23,7 @@ import sys
 import time
 
 MODES = ["hf_eager", "hf_sdpa", "lab_nothing", "lab_every_site"]
+THREADS = 2  # --threads; on a busy machine use 1: spinning OpenMP threads that share cores distort every row
 SHAPES = {"0.5B": "Qwen/Qwen2-0.5B-Instruct", "1.5B": "Qwen/Qwen2-1.5B-Instruct", "7B": "Qwen/Qwen2-7B-Instruct"}
 
 
@@ -56,7 +58,7 @@ def setup(model: str, tokens: int, device: str, dtype: str):
     import torch
 
     if device == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(THREADS)
     lab = build(model, device, dtype)
     ids = torch.randint(0, lab.arch.vocab, (tokens,), generator=torch.Generator().manual_seed(0)).to(lab.device)
     return lab, ids
@@ -77,7 +79,8 @@ def times(model: str, tokens: int, repeats: int, device: str, dtype: str) -> dic
     return {mode: statistics.median(t) for mode, t in out.items()}
 
 
-def memory(model: str, mode: str, tokens: int, device: str, dtype: str) -> float:
+def memory(model: str, mode: str, tokens: int, device: str, dtype: str) -> dict:
+    """Peak memory of one call above the loaded model, and what the result itself holds (the logits, the trace)."""
     lab, ids = setup(model, tokens, device, dtype)
     run = runner(lab, mode, ids)
     run()  # warm-up, then measure from a clean slate
@@ -85,8 +88,9 @@ def memory(model: str, mode: str, tokens: int, device: str, dtype: str) -> float
     base = peak_reset(device)
     kept = run()
     sync(device)
-    del kept
-    return (peak_read(device) - base) / 2**20
+    peak = peak_read(device) - base
+    held = kept.nbytes() + kept.logits.numel() * kept.logits.element_size() if mode.startswith("lab") else kept.nbytes
+    return {"peak": peak / 2**20, "kept": held / 2**20}
 
 
 def sync(device: str):
@@ -127,23 +131,31 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a busy machine)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
     if args.child:
         print(json.dumps(memory(*args.child, args.tokens, args.device, args.dtype)))
         return
 
-    print(f"{args.tokens} tokens, {args.device}, {args.dtype}, median of {args.repeats}; x = time / HF eager")
-    print(f"{'model':<10} {'mode':<16} {'ms':>9} {'x':>6} {'peak MiB':>9}")
+    print(
+        f"{args.tokens} tokens, {args.device}, {args.dtype}, {args.threads} threads, median of {args.repeats};"
+        " x = time / HF eager"
+    )
+    print(f"{'model':<10} {'mode':<16} {'ms':>9} {'x':>6} {'peak MiB':>9} {'kept MiB':>9}")
     for model in args.models:
         t = times(model, args.tokens, args.repeats, args.device, args.dtype)
         for mode in MODES:
             cmd = [sys.executable, __file__, "--child", model, mode, "--tokens", str(args.tokens)]
-            cmd += ["--device", args.device, "--dtype", args.dtype]
+            cmd += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True)
-            mib = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else float("nan")
+            nan = {"peak": float("nan"), "kept": float("nan")}
+            mib = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else nan
             ratio = t[mode] / t["hf_eager"]
-            print(f"{model:<10} {mode:<16} {t[mode] * 1e3:9.1f} {ratio:6.2f} {mib:9.1f}", flush=True)
+            row = f"{model:<10} {mode:<16} {t[mode] * 1e3:9.1f} {ratio:6.2f} {mib['peak']:9.1f} {mib['kept']:9.1f}"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":
