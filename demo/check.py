@@ -64,10 +64,4 @@ def report_markdown(result, problem_id: str) -> str:
     return f"**{verdict}** ({problem_id})\n\n```text\n{result.report}\n```"
 
 
-def failure_message(report: str) -> str:
-    """What "Send the failure back" sends as the user's next message: the test report, and a request to fix it."""
-    return (
-        "Your code did not pass the tests. Here is the report:\n\n"
-        f"```text\n{report.strip()}\n```\n\n"
-        "Please fix the code and give the complete corrected solution."
-    )
+failure_message = checks.failure_message  # one message for the demo and notebook 07

@@ -69,7 +69,7 @@ class Comparison:
     _repr_pretty_ = lambda self, p, cycle: p.text(str(self))  # noqa: E731
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def compare_with_hf(lab, inputs, *, layers=None, rtol: float | None = None, atol: float | None = None) -> Comparison:
     """Run HF's forward and the lab's on `inputs`; compare every site HF exposes. `layers` limits the work."""
     model = lab.model

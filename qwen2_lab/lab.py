@@ -98,7 +98,7 @@ class Lab:
 
     # ---- looking inside ----------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: kept tensors stay ordinary tensors, usable with the weights afterwards
     def trace(
         self, inputs, sites=None, layers=None, *, lens: int = 0, to_cpu: bool = False, max_bytes: float | None = None
     ) -> Trace:
@@ -148,7 +148,7 @@ class Lab:
     def step(self, inputs) -> Iterator[Stage]:
         """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning."""
         ids = self.encode(inputs)
-        with torch.inference_mode():
+        with torch.no_grad():
             for site, t in qwen2_forward(self.model, ids, everything):
                 layer, name = split_site(site)
                 yield Stage(site, layer, t[0], EXPLAIN[name])

@@ -39,6 +39,7 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
         name = default
     if os.environ.get("QWEN2_LAB_PLOTLY_RENDERER"):
         pio.renderers.default = os.environ["QWEN2_LAB_PLOTLY_RENDERER"]
+    torch.set_grad_enabled(False)  # the notebooks look, they do not train: no autograd graph behind any tensor
     lab = load(name, **load_kwargs)
     if not quiet:
         print(

@@ -57,3 +57,11 @@ def test_stream_yields_a_piece_per_token_and_never_half_a_character():
     assert all("\ufffd" not in p for p in pieces)
     assert len(pieces) >= len(ids) - 3  # one per token, but for the emoji's bytes and the special token
     assert pieces[:3] == [tok.decode([ids[0]]), tok.decode([ids[1]]), tok.decode([ids[2]])]
+
+
+def test_trace_tensors_work_with_the_weights_afterwards(tiny):
+    """A learner multiplies a kept tensor by a weight outside any no_grad block: that must just work."""
+    t = tiny.trace("1+1=", sites=["layers.0.attn_norm", "layers.0.attn.q"])
+    attn = tiny.model.model.layers[0].self_attn
+    q = attn.q_proj(t["layers.0.attn_norm"])  # [S, nH*hd], with autograd on
+    torch.testing.assert_close(q.view(q.shape[0], -1, attn.head_dim).transpose(0, 1), t["layers.0.attn.q"])

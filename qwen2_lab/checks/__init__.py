@@ -29,7 +29,7 @@ still contains whatever it does.
 Where each piece lives (pure standard library throughout):
 
     problems.py   Problem, Case, PROBLEMS, problem(): the three problems and LeetCode 34's test cases
-    result.py     CheckResult, Failure: what a check returns
+    result.py     CheckResult, Failure: what a check returns; failure_message: the repair request
     answers.py    extract_answer, check_answer and the parsing of math replies
     code.py       extract_code, find_entry, check_code: from a reply to a sandboxed run
     harness.py    ReadCounter, read_budget, run_harness: what runs inside the sandbox (copied there as a file)
@@ -40,7 +40,7 @@ from .answers import check_answer, extract_answer
 from .code import Entry, check_code, extract_code, find_entry
 from .harness import READS_PER_LOG2, ReadBudgetExceeded, ReadCounter, build_nums, read_budget, run_harness
 from .problems import PROBLEMS, Case, Problem, problem
-from .result import CheckResult, Failure
+from .result import CheckResult, Failure, failure_message
 
 __all__ = [
     "PROBLEMS",
@@ -57,6 +57,7 @@ __all__ = [
     "check_code",
     "extract_answer",
     "extract_code",
+    "failure_message",
     "find_entry",
     "problem",
     "read_budget",

@@ -34,3 +34,15 @@ class CheckResult:
     tests_total: int = 0
     max_reads: int | None = None  # code: most element reads in one call on a large input
     sandbox: str = ""  # code: the sandbox run's one-line summary
+
+
+def failure_message(report: str) -> str:
+    """The next user turn after a failed check, as at Qwen2's launch: the judge's report and a request to fix it.
+
+    The web demo's "Send the failure back" and notebook 07 both send exactly this.
+    """
+    return (
+        "Your code did not pass the tests. Here is the report:\n\n"
+        f"```text\n{report.strip()}\n```\n\n"
+        "Please fix the code and give the complete corrected solution."
+    )
