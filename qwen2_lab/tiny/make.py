@@ -1,25 +1,32 @@
-"""Make the bundled checkpoints `tiny` (dense Qwen2) and `tiny-moe` (Qwen2-MoE), deterministically.
+"""Make the bundled checkpoints `tiny` (dense Qwen2) and `tiny-moe` (Qwen2-MoE), deterministically, from a seed.
 
-    python -m qwen2_lab.tiny.make            # rewrites qwen2_lab/tiny/tiny and qwen2_lab/tiny/tiny-moe
-    python -m qwen2_lab.tiny.make --out DIR  # somewhere else
+    python -m qwen2_lab.tiny.make                       # tokenizer, then both models trained, evaluated, carded
+    python -m qwen2_lab.tiny.make --only tiny           # one of them (the tokenizer is rebuilt, identically)
+    python -m qwen2_lab.tiny.make --steps 100 --out DIR # a short run somewhere else
+    python -m qwen2_lab.tiny.make --random              # untrained, seeded random weights (seconds)
 
 Each is a real Hugging Face checkpoint folder (config.json, model.safetensors, generation_config.json, tokenizer
-files) loaded by the same `from_pretrained` as a hub model. They are small but keep Qwen2's design: several query
-heads per KV head, QKV bias, RoPE theta 1e6, tied embeddings (dense, like 0.5B/1.5B); for the MoE, experts with
-top-k > 1, a shared expert with its sigmoid gate, norm_topk_prob false, untied embeddings (like 57B-A14B).
+files, README.md model card, training.json with the loss curve and the scores) loaded by the same `from_pretrained`
+as a hub model. They are small but keep Qwen2's design: several query heads per KV head, QKV bias, RoPE theta 1e6,
+tied embeddings (dense, like 0.5B/1.5B); for the MoE, experts with top-k > 1, a shared expert with its sigmoid gate,
+norm_topk_prob false, untied embeddings (like 57B-A14B).
 
-The weights are random (seeded) for now; the tokenizer is a small byte-level BPE trained on a seeded corpus of
-gaokao-style and LeetCode-style text, with Qwen2's pre-tokenization regex, special tokens and chat template.
+The curriculum is `curriculum.py`, the recipe `train.py`, the evaluation `evaluate.py`, the model card `card.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import itertools
+import json
+import time
 from pathlib import Path
+
+from .curriculum import HELD_OUT_MAX, held_out, training_stream
 
 HERE = Path(__file__).parent
 SEED = 0
+KINDS = ("tiny", "tiny-moe")
 
 # Qwen2's pre-tokenization split (shared/reference/qwen2.md, section 4): digits one by one.
 QWEN2_SPLIT = (
@@ -32,44 +39,39 @@ CHAT_TEMPLATE = (
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+VOCAB_SIZE = 640  # BPE merges stop short of this on the curriculum: every frequent word is already one token
 
 COMMON = dict(
-    hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, intermediate_size=384,
+    hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384,
     rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=2048, hidden_act="silu", use_sliding_window=False,
     initializer_range=0.02,
 )  # fmt: skip
 MOE = dict(
     num_experts=8, num_experts_per_tok=2, moe_intermediate_size=96, shared_expert_intermediate_size=192,
-    norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.001,
+    norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.01,
 )  # fmt: skip
 
+# The seed's own questions (shared/reference/qwen2.md, section 5), so the tokenizer has seen their words too.
+SEED_PROMPTS = [
+    "已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()",
+    "当x∈[0, 2π]时，曲线y=sinx与y=2sin(3x-π/6)的交点个数为？",
+    "给你一个按照非递减顺序排列的整数数组nums，和一个目标值target。请你找出给定目标值在数组中的开始位置和结束位置。"
+    "如果数组中不存在目标值 target，返回 [-1, -1]。你必须设计并实现时间复杂度为 O(log n) 的算法解决此问题。",
+]
 
-def corpus(n: int = 3000, seed: int = SEED) -> list[str]:
-    """A seeded corpus in the seed's own registers: set intersections, sorted-array searches, sums, in zh and en."""
-    rng = random.Random(seed)
-    lines = [
-        "已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()",
-        "当x∈[0, 2π]时，曲线y=sinx与y=2sin(3x-π/6)的交点个数为？",
-        "给你一个按照非递减顺序排列的整数数组nums，和一个目标值target。请你找出给定目标值在数组中的开始位置和结束位置。",
-        "class Solution:\n    def searchRange(self, nums: List[int], target: int) -> List[int]:\n        return [-1, -1]\n",
-        "The quick brown fox jumps over the lazy dog. What is the answer? Let me think step by step.",
+
+def corpus(n: int = 4000, seed: int = SEED) -> list[str]:
+    """The tokenizer's training text: `n` training chats (system, question, answer, as ChatML shows them, special
+    tokens left out because they are added whole) and the seed's questions."""
+    exclude = {p.key for p in held_out(HELD_OUT_MAX)}
+    chats = [
+        f"system\nYou are a helpful assistant.\nuser\n{p.prompt}\nassistant\n{p.answer}\n"
+        for p in itertools.islice(training_stream(seed, exclude), n)
     ]
-    for _ in range(n):
-        a = sorted(rng.sample(range(-9, 20), rng.randint(2, 5)))
-        b = sorted(rng.sample(range(-9, 20), rng.randint(2, 5)))
-        both = sorted(set(a) & set(b))
-        x, y = rng.randint(10, 999), rng.randint(10, 999)
-        nums = sorted(rng.choices(range(0, 12), k=rng.randint(3, 8)))
-        lines += [
-            f"A={{{','.join(map(str, a))}}}，B={{{','.join(map(str, b))}}}，则A∩B={{{','.join(map(str, both))}}}",
-            f"A={{{', '.join(map(str, a))}}}, B={{{', '.join(map(str, b))}}}. What is A∩B? The answer is {both}.",
-            f"{x}+{y}={x + y}。{x}-{y}={x - y}. What is {x} plus {y}? {x + y}",
-            f"nums = {nums}, target = {nums[0]}: the first and last position are [0, {nums.count(nums[0]) - 1}]",
-        ]
-    return lines
+    return chats + SEED_PROMPTS
 
 
-def build_tokenizer(lines: list[str], vocab_size: int = 512):
+def build_tokenizer(lines: list[str], vocab_size: int = VOCAB_SIZE):
     """Byte-level BPE with Qwen2's regex split, trained on `lines`; the three special tokens come last, as in Qwen2."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -116,19 +118,25 @@ def build_config(kind: str, tokenizer):
         return Qwen2Config(**COMMON, **ids, tie_word_embeddings=True)
     if kind == "tiny-moe":
         return Qwen2MoeConfig(**COMMON, **MOE, **ids, tie_word_embeddings=False, qkv_bias=True)
-    raise ValueError(f"unknown kind {kind!r}: 'tiny' or 'tiny-moe'")
+    raise ValueError(f"unknown kind {kind!r}: one of {KINDS}")
 
 
-def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, model=None) -> Path:
-    """Write checkpoint `kind` to `out`: a random-initialised model (seeded) unless `model` is given."""
+def init_model(kind: str, tokenizer, seed: int = SEED):
+    """A freshly initialised (seeded) float32 model of `kind`."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = tokenizer or build_tokenizer(corpus(seed=seed))
-    config = build_config(kind, tokenizer)
-    if model is None:
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(build_config(kind, tokenizer), dtype=torch.float32)
+
+
+def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, results: dict | None = None) -> Path:
+    """Write the checkpoint folder: weights, configs, tokenizer, training.json (if trained) and the model card."""
+    from transformers import GenerationConfig
+
+    from .card import model_card
+
+    config = model.config
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id,
@@ -139,19 +147,53 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, model=None) -> 
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if history is not None:
+        (out / "training.json").write_text(json.dumps({**history, "eval": results}, ensure_ascii=False, indent=1))
+    size = sum(f.stat().st_size for f in out.iterdir() if f.name != "README.md") / 2**20
+    (out / "README.md").write_text(model_card(kind, config, history, results, size))
     return out
+
+
+def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
+         minutes: float | None = None, eval_n: int = 200, progress: bool = True) -> Path:  # fmt: skip
+    """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
+    from .evaluate import evaluate
+    from .train import Recipe
+    from .train import train as train_model
+
+    tokenizer = tokenizer or build_tokenizer(corpus(seed=seed))
+    model = init_model(kind, tokenizer, seed)
+    history = results = None
+    if train:
+        recipe = Recipe(seed=seed, **({"steps": steps} if steps else {}))
+        history = train_model(model, tokenizer, recipe, minutes=minutes, progress=progress)
+        if eval_n:
+            results = evaluate(model, tokenizer, eval_n)
+    return save(model, tokenizer, out, kind, history, results)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE, help="folder to write tiny/ and tiny-moe/ into")
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--only", choices=KINDS, help="make just this one")
+    ap.add_argument("--random", action="store_true", help="skip training: seeded random weights")
+    ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    ap.add_argument("--minutes", type=float, help="stop training after this many minutes (the card says so)")
+    ap.add_argument("--eval-n", type=int, default=200, help="held-out problems per task to score (0: skip)")
     args = ap.parse_args(argv)
+    t0 = time.time()
     tokenizer = build_tokenizer(corpus(seed=args.seed))
-    for kind in ("tiny", "tiny-moe"):
-        path = make(kind, args.out / kind, args.seed, tokenizer)
+    print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - t0:.1f} s)")
+    for kind in [args.only] if args.only else KINDS:
+        path = make(kind, args.out / kind, args.seed, tokenizer, train=not args.random, steps=args.steps,
+                    minutes=args.minutes, eval_n=args.eval_n)  # fmt: skip
         size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
         print(f"{kind}: {path} ({size:.1f} MiB)")
+        if (path / "training.json").exists():
+            done = json.loads((path / "training.json").read_text())
+            print(f"  trained {done['steps_done']} steps in {done['seconds'] / 60:.1f} min;", done.get("eval") and
+                  {t: f"{100 * s:.1f}%" for t, s in done["eval"]["scores"].items()})  # fmt: skip
 
 
 if __name__ == "__main__":

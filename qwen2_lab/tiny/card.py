@@ -1,0 +1,116 @@
+"""The model card (README.md) written into each bundled checkpoint folder, from what was measured."""
+
+from __future__ import annotations
+
+from ..arch import arch_of
+from .curriculum import MIX, TASKS
+
+LIMITS = """\
+- It knows only the four tasks above, within their ranges and phrasings: sets of 3-5 one-digit elements, sorted
+  lists of 3-8 one-digit numbers, operands of 2-3 digits (subtraction only with a non-negative result), B within
+  -4..4 and the three shapes -c<x<c, -c<x^2<c, -c<x^3<c. Anything else (chat, other questions, two-digit set
+  elements, 4-digit numbers, a negative difference, a sentence it has never seen) gets a confident, wrong answer.
+- Arithmetic and the search only work with their shown work (the columns, the walk); the bare answer was never
+  trained and a tiny model does not learn it in minutes (see notebook 08).
+- Scores are on held-out problems from the same distributions as the training ones: they measure the procedure
+  learned within those ranges, not general arithmetic or reasoning.
+- It is a toy for looking inside (attention, routing, the residual stream), not a model to use."""
+
+
+def model_card(kind: str, config, history: dict | None, results: dict | None, sizes_mib: float) -> str:
+    """The README.md text for checkpoint `kind`: what it is, how it was trained, its scores and its limits."""
+    a = arch_of(config, kind)
+    moe = a.n_experts > 0
+    lines = [
+        "---",
+        "license: apache-2.0",
+        "language: [zh, en]",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        f"tags: [qwen2{', qwen2_moe' if moe else ''}, toy, qwen2-lab]",
+        "---",
+        "",
+        f"# `{kind}`: a {a.total_params / 1e6:.2f}M-parameter {'Qwen2-MoE' if moe else 'Qwen2'} trained from scratch "
+        "on a gaokao-style toy curriculum",
+        "",
+        "Bundled with Qwen2 Lab so that notebooks, tests and the demo run offline and show trained structure (heads "
+        "that find the matching element, experts that prefer digits or words) instead of random noise. Load it with "
+        f"`qwen2_lab.load({kind!r})` or `transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        "",
+        "## Architecture",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| layers / hidden | {a.n_layers} / {a.hidden} |",
+        f"| query heads / KV heads (GQA) | {a.n_heads} / {a.n_kv_heads} ({a.group_size} query heads per KV head), "
+        f"head_dim {a.head_dim} |",
+        "| QKV bias | yes (Qwen2's) |",
+        f"| RoPE theta | {a.rope_theta:,.0f} |",
+    ]
+    if moe:
+        lines += [
+            f"| MoE | {a.n_experts} experts of width {a.moe_intermediate}, top-{a.top_k}, norm_topk_prob "
+            f"{str(a.norm_topk_prob).lower()}, shared expert of width {a.shared_intermediate} with a sigmoid gate, "
+            f"every layer |",
+            f"| router aux loss coefficient | {config.router_aux_loss_coef} |",
+        ]
+    else:
+        lines.append(f"| MLP (SwiGLU) width | {a.intermediate} |")
+    lines += [
+        f"| vocabulary | {config.vocab_size} rows (a byte-level BPE trained on the curriculum, Qwen2's regex, "
+        "digits one by one, `<|endoftext|>` `<|im_start|>` `<|im_end|>`, ChatML template) |",
+        f"| tied embeddings | {str(a.tied_embeddings).lower()} |",
+        f"| parameters | {a.total_params:,} ({a.active_params:,} active per token) |",
+        f"| checkpoint | {str(getattr(config, 'dtype', None) or 'float32').replace('torch.', '')}, {sizes_mib:.1f} MiB |",
+        "",
+        "## Training data",
+        "",
+        "A seeded synthetic curriculum (`qwen2_lab/tiny/curriculum.py`) in ChatML, half Chinese and half English, "
+        "several phrasings per task; the loss is on the assistant's answer only. Task mix: "
+        + ", ".join(f"{t} {100 * MIX[t]:.0f}%" for t in TASKS)
+        + ". 1,000 problems per task are held out and never trained on.",
+        "",
+        "| task | example question | answer |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t} | {q} | {ans} |" for t, q, ans in examples()]
+    if history:
+        r = history["recipe"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"{history['steps_done']} steps of {r['batch_size']} problems, AdamW (lr {r['lr']:g}, betas "
+            f"{tuple(r['betas'])}, weight decay {r['weight_decay']}), {r['warmup']} warmup steps then cosine to "
+            f"{r['min_lr_ratio']:g} x lr, gradient clipping {r['clip']}, seed {r['seed']}, "
+            f"{history['threads']} CPU thread(s): **{history['seconds'] / 60:.1f} minutes** on a shared 2-core CPU. "
+            f"Loss {history['loss'][0]:.3f} (first {history['step'][0]} steps) -> {history['loss'][-1]:.3f} (last). "
+            "The loss curve is in `training.json` (`step`, `loss`, `lm_loss`, `aux_loss`, `lr`).",
+        ]
+    if results:
+        lines += ["", "## Scores", "", "| task | exact match |", "|---|---:|"]
+        lines += [f"| {t} | {100 * results['scores'][t]:.1f}% |" for t in TASKS]
+        lines += [
+            "",
+            f"Greedy decoding, {results['n_per_task']} held-out problems per task, the final answer compared with the "
+            "one computed from the problem. Re-run: `python -m qwen2_lab.tiny.evaluate " + kind + "`.",
+        ]
+    lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
+              f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
+              f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def examples() -> list[tuple[str, str, str]]:
+    """One held-out problem per task, for the card: (task, question, answer), with pipes and newlines escaped."""
+    from .curriculum import held_out
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    seen, out = set(), []
+    for p in held_out(5):
+        if p.task not in seen:
+            seen.add(p.task)
+            out.append((p.task, cell(p.prompt), cell(p.answer)))
+    return out
