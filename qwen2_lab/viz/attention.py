@@ -66,6 +66,15 @@ def choose_heads(arch, groups=None, heads=None, max_heads: int = MAX_HEADS) -> t
     return chosen, ""
 
 
+def layer_pattern(trace, layer: int, view: str):
+    """The checked trace, layer index and that layer's attention pattern [nH, S, S], or an error naming the fix."""
+    trace = check_trace(trace, view)
+    layer = check_layer(trace, layer, view)
+    site = f"layers.{layer}.attn.pattern"
+    require(trace, [site], view, ["layers.*.attn.pattern"])
+    return trace, layer, trace[site]
+
+
 def attention_heads(
     trace,
     layer: int,
@@ -83,11 +92,8 @@ def attention_heads(
     positions (rows: query position, columns: key position). groups / heads choose heads; positions chooses a window.
     """
     view = "attention_heads"
-    trace = check_trace(trace, view)
-    layer = check_layer(trace, layer, view)
-    site = f"layers.{layer}.attn.pattern"
-    require(trace, [site], view, ["layers.*.attn.pattern"])
-    arch, pattern = trace.arch, trace[site]  # [nH, S, S]
+    trace, layer, pattern = layer_pattern(trace, layer, view)  # pattern: [nH, S, S]
+    arch = trace.arch
     chosen, head_note = choose_heads(arch, groups, heads, max_heads)
     pos, pos_note = window(pattern.shape[-1], positions, max_tokens)
     T = len(pos)
@@ -171,11 +177,8 @@ def gqa_group_similarity(trace, layer: int, *, positions=None, max_tokens: int =
     heads of the other groups.
     """
     view = "gqa_group_similarity"
-    trace = check_trace(trace, view)
-    layer = check_layer(trace, layer, view)
-    site = f"layers.{layer}.attn.pattern"
-    require(trace, [site], view, ["layers.*.attn.pattern"])
-    arch, pattern = trace.arch, trace[site]  # [nH, S, S]
+    trace, layer, pattern = layer_pattern(trace, layer, view)  # pattern: [nH, S, S]
+    arch = trace.arch
     if pattern.shape[-1] < 2:
         raise ValueError(f"{view} needs at least 2 tokens (query 0 attends only to itself in every head)")
     queries, note = window(pattern.shape[-1], positions, max_tokens)
