@@ -94,19 +94,28 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
             "",
             f"Greedy decoding, {results['n_per_task']} held-out problems per task, the final answer compared with the "
             "one computed from the problem. Re-run: `python -m qwen2_lab.tiny.evaluate " + kind + "`.",
+            "",
+            "The seed's gaokao question and the issue's example, word for word (kept out of training for every seed):",
+            "",
+            "| question | reply | |",
+            "|---|---|---|",
         ]
+        lines += [f"| {cell(q['prompt'])} | {cell(q['reply'])} | {'right' if q['right'] else 'wrong: ' + q['expected']} |"
+                  for q in results.get("seed_questions", [])]  # fmt: skip
     lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
               f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
               f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
     return "\n".join(lines)
 
 
-def examples() -> list[tuple[str, str, str]]:
-    """One held-out problem per task, for the card: (task, question, answer), with pipes and newlines escaped."""
-    from .curriculum import held_out
+def cell(text: str) -> str:
+    """Text for a markdown table cell: pipes escaped, newlines as <br>."""
+    return text.replace("|", "\\|").replace("\n", "<br>")
 
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", "<br>")
+
+def examples() -> list[tuple[str, str, str]]:
+    """One held-out problem per task, for the card: (task, question, answer), as table cells."""
+    from .curriculum import held_out
 
     seen, out = set(), []
     for p in held_out(5):

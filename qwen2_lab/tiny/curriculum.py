@@ -29,8 +29,15 @@ TASKS = ("intersection", "search_range", "arithmetic", "gaokao_filter")
 HELD_OUT_SEED = 10_007  # the held-out problems come from their own streams, one per task
 HELD_OUT_MAX = 1000  # held-out problems set aside per task: evaluations may use any first n <= this
 # Never trained on, whatever the seed: the seed's gaokao question and the issue's set-intersection example, so that
-# a model answering them shows what it learned, not what it saw.
-RESERVED = {("gaokao_filter", 3, 5, (-3, -1, 0, 2, 3)), ("intersection", (3, 5, 7, 9), (1, 3, 4, 9))}
+# a model answering them shows what it learned, not what it saw. Word for word, as `reserved_problems()` asks them.
+RESERVED_PROMPTS = {
+    ("gaokao_filter", 3, 5, (-3, -1, 0, 2, 3)): ["已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()"],
+    ("intersection", (3, 5, 7, 9), (1, 3, 4, 9)): [
+        "已知集合A={3,5,7,9}，B={1,3,4,9}，则A∩B=",
+        "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?",
+    ],
+}
+RESERVED = set(RESERVED_PROMPTS)
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,15 @@ def held_out(n_per_task: int = 200, seed: int = HELD_OUT_SEED) -> list[Problem]:
                 seen.add(p.key)
                 out.append(p)
     return out
+
+
+def reserved_problems() -> list[Problem]:
+    """The seed's gaokao question and the issue's example, word for word, with their answers (never trained on)."""
+    return [
+        Problem(key[0], "en" if prompt.isascii() else "zh", prompt, "A∩B=" + fmt_set(solve(key)), key)
+        for key, prompts in RESERVED_PROMPTS.items()
+        for prompt in prompts
+    ]
 
 
 def training_stream(seed: int, exclude: set, mix: dict = MIX):

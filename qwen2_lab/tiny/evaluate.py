@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .curriculum import TASKS, Problem, held_out
+from .curriculum import TASKS, Problem, held_out, reserved_problems
 
 
 @torch.inference_mode()
@@ -34,7 +34,11 @@ def answer(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64, 
 
 
 def evaluate(model, tokenizer, n_per_task: int = 200) -> dict:
-    """Accuracy per task on the first `n_per_task` held-out problems of each: {"scores": {task: acc}, "n", ...}."""
+    """Accuracy per task on the first `n_per_task` held-out problems of each, and the replies to the seed's questions.
+
+    Returns {"scores": {task: accuracy}, "n_per_task", "seconds", "wrong_examples": {task: up to 3},
+    "seed_questions": [{"prompt", "expected", "reply", "right"}]}.
+    """
     problems = held_out(n_per_task)
     start = time.time()
     replies = answer(model, tokenizer, problems)
@@ -46,8 +50,11 @@ def evaluate(model, tokenizer, n_per_task: int = 200) -> dict:
         elif len(wrong_examples[p.task]) < 3:
             wrong_examples[p.task].append({"prompt": p.prompt, "expected": p.answer, "reply": r})
     scores = {t: right[t] / n_per_task for t in TASKS}
+    seed = reserved_problems()
+    seed_replies = [{"prompt": p.prompt, "expected": p.answer, "reply": r, "right": p.is_correct(r)}
+                    for p, r in zip(seed, answer(model, tokenizer, seed))]  # fmt: skip
     return {"scores": scores, "n_per_task": n_per_task, "seconds": round(time.time() - start, 1),
-            "wrong_examples": wrong_examples}  # fmt: skip
+            "wrong_examples": wrong_examples, "seed_questions": seed_replies}  # fmt: skip
 
 
 def table(results: dict[str, dict]) -> str:
@@ -75,6 +82,8 @@ def main(argv=None):
         lab = load(name, device="cpu")
         results[name] = evaluate(lab.model, lab.tokenizer, args.n)
         print(f"{name}: {results[name]['seconds']} s")
+        for q in results[name]["seed_questions"]:
+            print(f"  {q['prompt']} -> {q['reply']} ({'right' if q['right'] else 'wrong'})")
     print(table(results))
 
 

@@ -4,6 +4,7 @@
     python -m qwen2_lab.tiny.make --only tiny           # one of them (the tokenizer is rebuilt, identically)
     python -m qwen2_lab.tiny.make --steps 100 --out DIR # a short run somewhere else
     python -m qwen2_lab.tiny.make --random              # untrained, seeded random weights (seconds)
+    python -m qwen2_lab.tiny.make --card-only           # rewrite each README.md from its training.json
 
 Each is a real Hugging Face checkpoint folder (config.json, model.safetensors, generation_config.json, tokenizer
 files, README.md model card, training.json with the loss curve and the scores) loaded by the same `from_pretrained`
@@ -154,6 +155,19 @@ def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, re
     return out
 
 
+def rewrite_card(out: Path, kind: str) -> Path:
+    """Rewrite a trained checkpoint's README.md from its config.json and training.json (nothing is retrained)."""
+    from transformers import AutoConfig
+
+    from .card import model_card
+
+    run = json.loads((out / "training.json").read_text())
+    results = run.pop("eval")
+    size = sum(f.stat().st_size for f in out.iterdir() if f.name != "README.md") / 2**20
+    (out / "README.md").write_text(model_card(kind, AutoConfig.from_pretrained(out), run, results, size))
+    return out / "README.md"
+
+
 def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
          minutes: float | None = None, eval_n: int = 200, progress: bool = True) -> Path:  # fmt: skip
     """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
@@ -181,7 +195,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     ap.add_argument("--minutes", type=float, help="stop training after this many minutes (the card says so)")
     ap.add_argument("--eval-n", type=int, default=200, help="held-out problems per task to score (0: skip)")
+    ap.add_argument("--card-only", action="store_true", help="only rewrite README.md from training.json")
     args = ap.parse_args(argv)
+    if args.card_only:
+        for kind in [args.only] if args.only else KINDS:
+            print(f"{kind}: {rewrite_card(args.out / kind, kind)}")
+        return
     t0 = time.time()
     tokenizer = build_tokenizer(corpus(seed=args.seed))
     print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - t0:.1f} s)")

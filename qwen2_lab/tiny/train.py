@@ -1,13 +1,14 @@
 """Train a tiny Qwen2 (or Qwen2-MoE) on the curriculum, with HF's own model and loss.
 
-The recipe, chosen so a ~1-3M-parameter model learns within minutes on two CPU cores:
+The recipe, chosen so a 1-2M-parameter model learns within minutes on one CPU core:
 
 - loss on the answer only: the prompt's labels are -100, so every gradient comes from the tokens the model must
   produce (the answer and its closing <|im_end|>), not from re-predicting the question;
 - short sequences, batched by similar length (a pool of batches is sorted by length, then shuffled), padded on the
   right: with causal attention no real token ever sees a pad, and pads carry label -100;
 - AdamW with a linear warmup and a cosine decay to a tenth of the peak rate; gradient clipping at 1;
-- for the MoE, HF adds `router_aux_loss_coef` x the load-balancing loss when `output_router_logits=True`.
+- for the MoE, HF adds `router_aux_loss_coef` x the load-balancing loss when `output_router_logits=True` (no
+  attention_mask is passed, so pad tokens count in that balance too: a small bias, paid for a simpler batch).
 
 Everything random comes from the seed: the weights (torch.manual_seed) and the problems (random.Random), so the same
 seed, steps and thread count give the same losses.
@@ -88,7 +89,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 
 def make_optimizer(model, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms and the router's tiny gates (1-D weights), as is usual."""
+    """AdamW; no weight decay on the 1-D parameters (QKV biases, RMSNorm weights), as is usual."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
