@@ -37,15 +37,16 @@ def test_attention_explorer_follows_layer_group_and_head(dense):
     figure = ex.figure
     ex.layer.value = 2  # an ipywidgets control moved, as in a browser
     assert ex.figure is figure  # updated in place, never replaced
-    assert [d.name for d in figure.data] == [f"head {h}" for h in range(8)]
+    nH, g = trace.arch.n_heads, trace.arch.group_size
+    assert [d.name for d in figure.data] == [f"head {h}" for h in range(nH)]
     for h, d in enumerate(figure.data):
         assert torch.equal(z(d), trace["layers.2.attn.pattern"][h])
     ex.group.value = 1
-    assert [d.name for d in figure.data] == ["head 4", "head 5", "head 6", "head 7"]
-    assert [label for label, _ in ex.head.options][1:] == ["head 4", "head 5", "head 6", "head 7"]
-    ex.head.value = 6
+    assert [d.name for d in figure.data] == [f"head {h}" for h in range(g, 2 * g)]
+    assert [label for label, _ in ex.head.options][1:] == [f"head {h}" for h in range(g, 2 * g)]
+    ex.head.value = 2 * g - 1
     (only,) = figure.data
-    assert torch.equal(z(only), trace["layers.2.attn.pattern"][6])
+    assert torch.equal(z(only), trace["layers.2.attn.pattern"][2 * g - 1])
     ex.show(layer=3, group=-1)  # several controls, one redraw
     assert torch.equal(z(figure.data[0]), trace["layers.3.attn.pattern"][0])
     ex.view.value = "group similarity"
@@ -96,9 +97,9 @@ def test_rope_explorer_theta_factor_and_rotation(dense):
     ex.factor.value = 4.0
     assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.text  # YaRN's attention factor
     assert any("interpolated" in d.name for d in ex.figure.data)
-    ex.show(view="rotation", theta=lab.arch.rope_theta, factor=1.0, layer=1, head=5, token=3)
+    ex.show(view="rotation", theta=lab.arch.rope_theta, factor=1.0, layer=1, head=lab.arch.n_heads - 1, token=3)
     star = ex.figure.data[2]
-    q_rot = trace["layers.1.attn.q_rot"][5, 3]
+    q_rot = trace["layers.1.attn.q_rot"][lab.arch.n_heads - 1, 3]
     assert (star.x[0], star.y[0]) == (float(q_rot[0]), float(q_rot[hd // 2])) and "the model's q_rot" in star.name
     ex.view.value = "distance decay"
     yarn = rope.rope_parameters(lab.arch, scaling=False)
