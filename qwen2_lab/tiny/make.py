@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ CHAT_TEMPLATE = (
 VOCAB_SIZE = 640  # BPE merges stop short of this on the curriculum: every frequent word is already one token
 
 COMMON = dict(
-    hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384,
+    hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, intermediate_size=384,
     rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=2048, hidden_act="silu", use_sliding_window=False,
     initializer_range=0.02,
 )  # fmt: skip
@@ -62,14 +63,16 @@ SEED_PROMPTS = [
 
 
 def corpus(n: int = 4000, seed: int = SEED) -> list[str]:
-    """The tokenizer's training text: `n` training chats (system, question, answer, as ChatML shows them, special
-    tokens left out because they are added whole) and the seed's questions."""
+    """The tokenizer's training text: `n` training chats exactly as ChatML renders them, cut at the special tokens
+    (which are added whole and never merged with their neighbours), and the seed's questions."""
     exclude = {p.key for p in held_out(HELD_OUT_MAX)}
-    chats = [
-        f"system\nYou are a helpful assistant.\nuser\n{p.prompt}\nassistant\n{p.answer}\n"
-        for p in itertools.islice(training_stream(seed, exclude), n)
-    ]
-    return chats + SEED_PROMPTS
+    special = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+    pieces = []
+    for p in itertools.islice(training_stream(seed, exclude), n):
+        chat = (f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{p.prompt}<|im_end|>\n"
+                f"<|im_start|>assistant\n{p.answer}<|im_end|>\n")  # fmt: skip
+        pieces += [piece for piece in special.split(chat) if piece]
+    return pieces + SEED_PROMPTS
 
 
 def build_tokenizer(lines: list[str], vocab_size: int = VOCAB_SIZE):
