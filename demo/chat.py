@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from qwen2_lab.lab import normalize_messages
+from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: F401  (the demo's settings start from it)
+from qwen2_lab.inputs import normalize_messages
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2's own default (its chat template adds it too)
 MAX_MESSAGE_CHARS = 16_000  # one message; longer pastes are refused before any tokenizing
 MAX_NEW_TOKENS_CAP = 4096  # the slider's end; the context window may cut it lower
 LIMITS = {  # name: (lowest, highest) accepted; the sliders span the same ranges

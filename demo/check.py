@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from qwen2_lab import checks
-from qwen2_lab.lab import normalize_messages
+from qwen2_lab.inputs import normalize_messages
 
 AUTO = "auto"  # the problem dropdown's "find it in the chat" choice
 

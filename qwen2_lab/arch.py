@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .facts import MODEL_TYPES
+
 # config.json of each release (Qwen2 technical report, Table 1; shared/reference/qwen2.md section 1).
 _COMMON = dict(rope_theta=1e6, rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=32768)
 FAMILY_CONFIGS = {
@@ -131,7 +133,7 @@ def count(n: int) -> str:
 def arch_of(config_or_model, name: str | None = None) -> Arch:
     """The `Arch` of an HF Qwen2/Qwen2-MoE config, or of a model (its `.config`)."""
     c = getattr(config_or_model, "config", config_or_model)
-    if c.model_type not in ("qwen2", "qwen2_moe"):
+    if c.model_type not in MODEL_TYPES:
         raise ValueError(f"a {c.model_type!r} config is not Qwen2 or Qwen2-MoE")
     H, L, nH, nKV = c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads
     hd = getattr(c, "head_dim", None) or H // nH

@@ -19,7 +19,9 @@ from typing import NamedTuple
 import torch
 
 from .arch import arch_of
+from .facts import MODEL_TYPES
 from .forward import everything, qwen2_forward, rms_norm
+from .inputs import encode
 from .trace import EXPLAIN, SiteFilter, Trace, estimate_bytes, split_site
 
 DEFAULT_TRACE_LIMIT = 4 * 2**30  # bytes a trace may keep before lab.trace asks for sites= or layers=
@@ -42,7 +44,7 @@ class Lab:
 
     def __init__(self, model, tokenizer=None, *, name: str | None = None):
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in ("qwen2", "qwen2_moe") or not hasattr(model, "lm_head"):
+        if model_type not in MODEL_TYPES or not hasattr(model, "lm_head"):
             raise TypeError(
                 f"Lab wraps a Qwen2ForCausalLM or Qwen2MoeForCausalLM, got {type(model).__name__}"
                 f" (model_type {model_type!r}); load one with qwen2_lab.load(...) or transformers' from_pretrained"
@@ -66,28 +68,8 @@ class Lab:
     # ---- inputs ------------------------------------------------------------------------------------------------
 
     def encode(self, inputs) -> torch.Tensor:
-        """Token ids [S] for a string, chat messages or ids (see the module docstring)."""
-        if isinstance(inputs, torch.Tensor):
-            ids = inputs.flatten() if inputs.dim() == 2 and inputs.shape[0] == 1 else inputs
-            if ids.dim() != 1:
-                raise ValueError(f"token ids must be 1-D (one sequence), got shape {tuple(inputs.shape)}")
-            ids = ids.long()
-        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, int) for t in inputs):
-            ids = torch.tensor(inputs, dtype=torch.long)
-        elif isinstance(inputs, (str, list, tuple)):
-            if self.tokenizer is None:
-                raise ValueError("this Lab has no tokenizer: pass token ids, or Lab(model, tokenizer)")
-            text = self.tokenizer.apply_chat_template(
-                normalize_messages(inputs), add_generation_prompt=True, tokenize=False
-            ) if not isinstance(inputs, str) else inputs  # fmt: skip
-            ids = torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
-        else:
-            raise TypeError(f"inputs must be a string, chat messages or token ids, got {type(inputs).__name__}")
-        if ids.numel() == 0:
-            raise ValueError("the input is empty: give at least one token")
-        if int(ids.max()) >= self.arch.vocab or int(ids.min()) < 0:
-            raise ValueError(f"token ids must lie in 0..{self.arch.vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
-        return ids.to(self.device)
+        """Token ids [S] for a string, chat messages or ids (see qwen2_lab/inputs.py), on the model's device."""
+        return encode(self.tokenizer, inputs, self.arch.vocab).to(self.device)
 
     def tokens(self, ids) -> list[str]:
         """Each token as text (its own bytes decoded; '�' for a piece of a multi-byte character)."""
@@ -248,25 +230,6 @@ class TokenStreamer:
     def __iter__(self):
         while (piece := self.pieces.get(timeout=self.timeout)) is not None:
             yield piece
-
-
-def normalize_messages(messages) -> list[dict]:
-    """Chat messages as plain {"role", "content": str} dicts.
-
-    Accepts content given as a list of blocks ({"type": "text", "text": ...}, as Gradio 6 sends it) or a dict.
-    """
-    out = []
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m:
-            raise ValueError(f"each chat message must be a dict with 'role' and 'content', got {m!r}")
-        content = m.get("content")
-        if isinstance(content, dict):
-            content = [content]
-        if isinstance(content, (list, tuple)):
-            parts = [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
-            content = "".join(p for p in parts if p)
-        out.append({"role": m["role"], "content": "" if content is None else str(content)})
-    return out
 
 
 def _keep(t: torch.Tensor, to_cpu: bool) -> torch.Tensor:

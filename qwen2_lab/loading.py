@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
+from .facts import MODEL_TYPES
 from .lab import Lab
 
 TINY_DIR = Path(__file__).parent / "tiny"
 BUNDLED = {"tiny": TINY_DIR / "tiny", "tiny-moe": TINY_DIR / "tiny-moe"}
 DEFAULT_HUB_ID = "Qwen/Qwen2-0.5B-Instruct"
-QWEN2_TYPES = ("qwen2", "qwen2_moe")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -120,9 +120,9 @@ def check_qwen2_config(config_json: Path, name: str) -> None:
     if not config_json.exists():
         raise LoadError(f"{name!r} has no config.json: it is not a Hugging Face checkpoint folder")
     model_type = json.loads(config_json.read_text()).get("model_type")
-    if model_type not in QWEN2_TYPES:
+    if model_type not in MODEL_TYPES:
         raise LoadError(
-            f"{name!r} is a {model_type!r} model; the lab opens Qwen2, Qwen2.5 and Qwen2-MoE ({', '.join(QWEN2_TYPES)})"
+            f"{name!r} is a {model_type!r} model; the lab opens Qwen2, Qwen2.5 and Qwen2-MoE ({', '.join(MODEL_TYPES)})"
         )
 
 

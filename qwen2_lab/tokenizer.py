@@ -5,7 +5,7 @@ How Qwen2 turns text into ids, in three steps:
 1. **NFC normalisation.** "é" can be typed as one code point or as "e" plus a combining accent; NFC folds both into
    one form, so they get the same ids. (So `decode(encode(x)) == unicodedata.normalize("NFC", x)`, which is `x` for
    almost all text you will meet.)
-2. **A regex split into pre-tokens** (`QWEN2_PRETOKENIZE_REGEX`): words with their leading space, runs of punctuation,
+2. **A regex split into pre-tokens** (`PRETOKENIZE_REGEX`): words with their leading space, runs of punctuation,
    runs of whitespace, and **every digit on its own** (`\\p{N}`, where GPT-4 and Llama 3 use `\\p{N}{1,3}`). With
    digits split one by one, "92000" is always 9 2 0 0 0: each digit gets the same token wherever it stands, and the
    model never has to learn that "920" + "00" and "9" + "2000" are the same number. Qwen2's maths relies on it.
@@ -53,27 +53,16 @@ import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
-RECIPE_VERSION = "1"  # bump when the build below changes: the cache folder name includes it, so caches rebuild
-
-N_BPE_TOKENS = 151_643
-SPECIAL_TOKENS = {"<|endoftext|>": 151_643, "<|im_start|>": 151_644, "<|im_end|>": 151_645}
-EOS_TOKEN = "<|im_end|>"  # Qwen2-*-Instruct: the end of the assistant's turn
-PAD_TOKEN = "<|endoftext|>"
-MODEL_MAX_LENGTH = 32_768  # Qwen2-Instruct's tokenizer_config.json
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-
-# The pattern of Qwen2's tokenizer.json (the same as tiktoken's `qwen.tiktoken` encoding). transformers'
-# `Qwen2Tokenizer` builds its pipeline from its own copy; the tests check that the two agree.
-QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-
-# Qwen2-*-Instruct's tokenizer_config.json "chat_template", verbatim.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+from .facts import (
+    CHAT_TEMPLATE,
+    EOS_TOKEN,
+    MODEL_MAX_LENGTH,
+    N_BPE_TOKENS,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
 )
 
+RECIPE_VERSION = "1"  # bump when the build below changes: the cache folder name includes it, so caches rebuild
 
 # ---------------------------------------------------------------------------------------------------------------
 # The ranks and the merges

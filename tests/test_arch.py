@@ -3,7 +3,7 @@
 import pytest
 
 from qwen2_lab.arch import OFFICIAL_PARAMS_B, YARN_128K, arch_of, family
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import torch
 from qwen2_lab import dca
 from qwen2_lab.rope import rope_parameters, rotate
 
-from .conftest import random_lab
+from .helpers import random_lab
 
 QKVZ = ["layers.*.attn.q", "layers.*.attn.k", "layers.*.attn.v", "layers.*.attn.z"]
 TEXT = "已知集合A={3,5,7,9}，B={1,3,4,9}，则A∩B= and nums=[1,2,2,4], target=2, 327+48="

@@ -6,7 +6,7 @@ import torch
 import qwen2_lab
 import qwen2_lab.forward as fwd
 from qwen2_lab.trace import expected_sites
-from tests.conftest import random_lab
+from tests.helpers import random_lab
 
 IDS = torch.randint(0, 256, (23,), generator=torch.Generator().manual_seed(1)).tolist()
 

@@ -106,7 +106,7 @@ def test_tokenizer_splits_digits_and_keeps_chatml(tiny):
     tok = tiny.tokenizer
     pieces = tok.convert_ids_to_tokens(tok.encode("A={3,15,27}", add_special_tokens=False))
     assert [p for p in pieces if p.isdigit()] == ["3", "1", "5", "2", "7"], pieces
-    assert tok.convert_ids_to_tokens(list(range(len(tok) - 3, len(tok)))) == make.SPECIAL_TOKENS
+    assert tok.convert_ids_to_tokens(list(range(len(tok) - 3, len(tok)))) == list(make.SPECIAL_TOKENS)
     text = tok.apply_chat_template([{"role": "user", "content": "1+1"}], add_generation_prompt=True, tokenize=False)
     qwen2_chatml = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n1+1<|im_end|>\n"
     assert text == qwen2_chatml + "<|im_start|>assistant\n"  # Qwen2's template, default system prompt included

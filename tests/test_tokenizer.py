@@ -7,6 +7,7 @@ import unicodedata
 
 import pytest
 
+from qwen2_lab import facts
 from qwen2_lab import tokenizer as qt
 
 # --- reference data (not produced by this package) ---------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_pipeline_is_qwen2s(tok):
     assert split["behavior"] == "Isolated" and not split["invert"]
     assert byte_level["type"] == "ByteLevel" and not byte_level["add_prefix_space"] and not byte_level["use_regex"]
     assert spec["decoder"]["type"] == "ByteLevel"
-    assert qt.QWEN2_PRETOKENIZE_REGEX == REFERENCE_REGEX
+    assert facts.PRETOKENIZE_REGEX == REFERENCE_REGEX
     assert len(spec["model"]["vocab"]) == 151_643
     assert type(tok).__name__ == "Qwen2Tokenizer"
 
@@ -368,3 +369,13 @@ def test_unwritable_cache_is_named(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="QWEN2_LAB_CACHE"):
         qt.qwen2_tokenizer_dir(blocker / "cache")
+
+
+def test_chatml_renders_the_template_as_the_tokenizer_does(tok):
+    """facts.chatml (used where no tokenizer exists yet, as when training the bundled models) is the same template."""
+    turns = [{"role": "user", "content": "A={1,2}, B={2}. A∩B=?"}, {"role": "assistant", "content": "{2}"}]
+    for messages in (turns, [{"role": "system", "content": "Be brief."}] + turns):
+        for prompt in (True, False):
+            assert facts.chatml(messages, prompt) == tok.apply_chat_template(
+                messages, add_generation_prompt=prompt, tokenize=False
+            )

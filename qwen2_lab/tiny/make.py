@@ -24,23 +24,13 @@ import re
 import time
 from pathlib import Path
 
+from ..facts import CHAT_TEMPLATE, PRETOKENIZE_REGEX, SPECIAL_TOKENS, chatml
 from .curriculum import HELD_OUT_MAX, held_out, training_stream
 
 HERE = Path(__file__).parent
 SEED = 0
 KINDS = ("tiny", "tiny-moe")
 
-# Qwen2's pre-tokenization split (shared/reference/qwen2.md, section 4): digits one by one.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 VOCAB_SIZE = 640  # BPE merges stop short of this on the curriculum: every frequent word is already one token
 
 COMMON = dict(
@@ -69,8 +59,8 @@ def corpus(n: int = 4000, seed: int = SEED) -> list[str]:
     special = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
     pieces = []
     for p in itertools.islice(training_stream(seed, exclude), n):
-        chat = (f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{p.prompt}<|im_end|>\n"
-                f"<|im_start|>assistant\n{p.answer}<|im_end|>\n")  # fmt: skip
+        turns = [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": p.answer}]
+        chat = chatml(turns, add_generation_prompt=False)
         pieces += [piece for piece in special.split(chat) if piece]
     return pieces + SEED_PROMPTS
 
@@ -84,7 +74,7 @@ def build_tokenizer(lines: list[str], vocab_size: int = VOCAB_SIZE):
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -95,7 +85,7 @@ def build_tokenizer(lines: list[str], vocab_size: int = VOCAB_SIZE):
         show_progress=False,
     )
     tok.train_from_iterator(lines, trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
