@@ -56,3 +56,20 @@ def _is_moe(name: str) -> bool:
 
     source, local_only = locate(name)
     return AutoConfig.from_pretrained(source, local_files_only=local_only).model_type == "qwen2_moe"
+
+
+def check_exercise(answer, test) -> bool:
+    """An exercise's check. `answer` None (or ...) means not answered yet: say so and return False. Otherwise run
+    `test(answer)`, which raises AssertionError with a hint when the answer is wrong, and say it is right.
+
+    The notebooks' exercise cell leaves `answer = None` for the learner to fill and calls this; a hidden solution
+    cell below it sets the answer and calls it again, so CI checks that the check itself holds.
+    """
+    if answer is None or answer is Ellipsis:
+        print(
+            "Not answered yet: fill in the blank above and run the cell again (a solution is in the hidden cell below)."
+        )
+        return False
+    test(answer)
+    print("Correct.")
+    return True
