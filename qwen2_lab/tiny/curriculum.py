@@ -270,3 +270,22 @@ def training_stream(seed: int, exclude: set, mix: dict = MIX):
         p = draw(rng.choices(tasks, weights)[0], rng)
         if p.key not in exclude and p.key not in RESERVED:
             yield p
+
+
+TASK_LABELS = {
+    "intersection": "Set intersection",
+    "search_range": "LeetCode 34 search range",
+    "arithmetic": "Arithmetic",
+    "gaokao_filter": "Gaokao set filter",
+}
+
+
+def example_prompts(n_per_task: int = 1) -> list[tuple[str, str]]:
+    """(prompt, label) pairs a bundled model was trained to answer, for the web demo's examples: the launch's gaokao
+    set question, then `n_per_task` held-out problems of each task in Chinese and in English (never trained on)."""
+    out = [(p.prompt, "Gaokao 2024 set question (中文)") for p in reserved_problems() if p.task == "gaokao_filter"]
+    for task in TASKS:
+        for lang in ("zh", "en"):
+            chosen = [p for p in held_out(50) if p.task == task and p.lang == lang][:n_per_task]
+            out += [(p.prompt, f"{TASK_LABELS[task]} ({'中文' if lang == 'zh' else 'English'})") for p in chosen]
+    return out
