@@ -58,18 +58,45 @@ def _is_moe(name: str) -> bool:
     return AutoConfig.from_pretrained(source, local_files_only=local_only).model_type == "qwen2_moe"
 
 
+class WrongAnswer(AssertionError):
+    """An exercise's answer is not right yet; the message is the hint."""
+
+
 def check_exercise(answer, test) -> bool:
     """An exercise's check. `answer` None (or ...) means not answered yet: say so and return False. Otherwise run
-    `test(answer)`, which raises AssertionError with a hint when the answer is wrong, and say it is right.
+    `test(answer)`, which asserts what a right answer satisfies, with a hint as each assert's message: a failed
+    assert becomes `WrongAnswer(hint)`, and so does any other error the test meets on an answer of the wrong kind.
+    Says "Correct." and returns True when every assert holds.
 
-    The notebooks' exercise cell leaves `answer = None` for the learner to fill and calls this; a hidden solution
-    cell below it sets the answer and calls it again, so CI checks that the check itself holds.
+    The notebooks' exercise cell leaves `answer = None  # your code here`, defines `test` and calls this; a hidden
+    solution cell below it sets the answer and asserts this again, so CI runs the check on a right answer.
     """
     if answer is None or answer is Ellipsis:
-        print(
-            "Not answered yet: fill in the blank above and run the cell again (a solution is in the hidden cell below)."
-        )
+        print("Not answered yet: fill in the blank and run the cell again (a solution is in the hidden cell below).")
         return False
-    test(answer)
+    try:
+        test(answer)
+    except AssertionError as e:
+        raise WrongAnswer(f"Not yet: {e}" if str(e) else "Not yet: that is not it, try again.") from None
+    except Exception as e:
+        raise WrongAnswer(f"Not yet: checking {answer!r:.80} failed with {type(e).__name__}: {e}") from e
     print("Correct.")
     return True
+
+
+def environment() -> str:
+    """One line saying what runs where: python, torch and its threads, the cores, transformers, and the variables
+    that change what the notebooks and tests do (CI, HF_HUB_OFFLINE, QWEN2_LAB_MODEL)."""
+    import torch
+    import transformers
+
+    env = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ("CI", "HF_HUB_OFFLINE", "QWEN2_LAB_MODEL"))
+    return (
+        f"python {platform.python_version()} ({platform.system()} {platform.machine()}), torch {torch.__version__}"
+        f" with {torch.get_num_threads()} threads on {os.cpu_count()} cores, transformers {transformers.__version__};"
+        f" {env}; in_ci() {in_ci()}"
+    )
+
+
+if __name__ == "__main__":  # `python -m qwen2_lab.notebook`: what .ci/run prints before the tests
+    print(environment())
