@@ -59,7 +59,7 @@ def load(name: str | None = None, *, device: str = "auto", dtype="auto", **hf_kw
 
     print(f"qwen2_lab: loading {name} in {torch_dtype} on {hf_kwargs['device_map']}")
     try:
-        with progress_bars(name not in BUNDLED):  # a bundled model loads in a blink: no bar for it
+        with without_progress_bars(name in BUNDLED):  # a bundled model loads in a blink: no bar for it
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=torch_dtype, local_files_only=local_only, **hf_kwargs
             )
@@ -69,23 +69,22 @@ def load(name: str | None = None, *, device: str = "auto", dtype="auto", **hf_kw
 
 
 @contextmanager
-def progress_bars(show: bool):
-    """transformers' progress bars ("Loading weights", downloads) shown or hidden for the duration, then as before.
+def without_progress_bars(hide: bool = True):
+    """transformers' progress bars ("Loading weights") hidden for the duration when `hide`, then as they were.
 
-    A real checkpoint takes seconds to minutes to load and its bars say how far it got; a bundled one is a few MB
-    and its bar would only be noise (and, in a notebook, a widget that outlives the cell).
+    A real checkpoint takes seconds to minutes to load and its bars say how far it got, so they stay (unless the
+    user turned them off); a bundled one is a few MB and its bar would only be noise (in a notebook, a widget).
     """
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.is_progress_bar_enabled()
-    if show == before:
+    if not (hide and hf_logging.is_progress_bar_enabled()):
         yield
         return
-    (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+        hf_logging.enable_progress_bar()
 
 
 def default_model() -> tuple[str, str]:
