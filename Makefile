@@ -1,5 +1,5 @@
 # Qwen2 Lab. `make lab` sets up and opens the notebooks; `make test` sets up and runs every test (what CI runs).
-# Everything lives in .venv; torch is the CPU build unless TORCH is changed (see README, "On a GPU").
+# Everything lives in .venv; TORCH chooses the torch build (README, "Real models, GPUs, 72B": a CUDA one for a GPU).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,7 +25,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"        # first, so nothing below pulls a multi-GB CUDA build
+	$(PY) -m pip install -q $(TORCH)          # first, so nothing below pulls another build; TORCH may carry --index-url
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -30,7 +30,7 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
     import torch
     import transformers
 
-    from .loading import load
+    from .loading import BUNDLED, load
 
     default = default or ("tiny-moe" if moe else "tiny")
     name = os.environ.get("QWEN2_LAB_MODEL") or default
@@ -41,10 +41,16 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
         pio.renderers.default = os.environ["QWEN2_LAB_PLOTLY_RENDERER"]
     torch.set_grad_enabled(False)  # the notebooks look, they do not train: no autograd graph behind any tensor
     lab = load(name, **load_kwargs)
+    if name in BUNDLED and lab.device.type == "cpu":
+        # A toy model's matrices are too small to split between threads, and when other work shares the cores the
+        # threads wait on each other: one thread generates many times faster on a loaded machine.
+        torch.set_num_threads(1)
     if not quiet:
+        threads = torch.get_num_threads()
         print(
-            f"model {lab.name} on {lab.device} in {lab.dtype}; python {platform.python_version()}, torch"
-            f" {torch.__version__}, transformers {transformers.__version__}; plotly renderer {pio.renderers.default}"
+            f"model {lab.name} on {lab.device} in {lab.dtype}, {threads} torch thread{'s' * (threads != 1)}; python"
+            f" {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__};"
+            f" plotly renderer {pio.renderers.default}"
         )
     return lab
 

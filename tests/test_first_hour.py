@@ -139,3 +139,21 @@ def test_bundled_models_load_without_a_progress_bar_and_real_folders_keep_theirs
         assert "Loading weights" not in capfd.readouterr().err and not hf_logging.is_progress_bar_enabled()
     finally:
         hf_logging.enable_progress_bar()
+
+
+def test_notebook_setup_runs_a_bundled_model_on_one_thread(monkeypatch, capsys):
+    """A toy model gains nothing from threads and loses much when other work shares the cores (see setup)."""
+    import torch
+
+    from qwen2_lab.notebook import setup
+
+    monkeypatch.delenv("QWEN2_LAB_MODEL", raising=False)
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    try:
+        torch.set_num_threads(2)
+        lab = setup()
+        assert lab.name == "tiny" and torch.get_num_threads() == 1
+        assert "model tiny on cpu in torch.float32, 1 torch thread;" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
