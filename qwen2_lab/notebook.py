@@ -3,8 +3,12 @@
     from qwen2_lab.notebook import setup
     lab = setup()                      # $QWEN2_LAB_MODEL, else the bundled "tiny"
     lab = setup(moe=True)              # a Qwen2-MoE model: $QWEN2_LAB_MODEL if it is one, else "tiny-moe"
+    check_exercise(answer, test)       # an exercise's check: "Not answered yet", a WrongAnswer hint, or "Correct."
 
-On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct jupyter lab` runs every notebook unchanged on the real
+`python -m qwen2_lab.notebook` prints one line on what runs where (python, torch and its threads, CI,
+HF_HUB_OFFLINE): `.ci/run` starts with it.
+
+On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct make lab` runs every notebook unchanged on the real
 model. `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
 """
 
