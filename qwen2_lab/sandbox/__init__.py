@@ -82,17 +82,28 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from .collect import _collect
-from .common import NOBODY, _write_files
-from .result import SandboxResult, _result
+from .collect import MAX_REQUESTS, REQUEST_CAP, collect
+from .common import CHANNEL_IN, CHANNEL_OUT, RUN_UID_BASE, write_files
+from .result import SandboxResult, to_result
+from .text import clean_text
 
 # `subprocess`, `selectors`, `shutil`, `tempfile` and `ctypes` are imported inside functions on purpose: the child
 # imports this package too, and a module loaded there before the audit hook (notably _posixsubprocess, which can
 # fork without any audit event) would stay reachable from user code through sys.modules.
 
-__all__ = ["NOBODY", "SKIPPABLE_LAYERS", "SandboxResult", "run_python"]
+__all__ = [
+    "CHANNEL_IN",
+    "CHANNEL_OUT",
+    "MAX_REQUESTS",
+    "REQUEST_CAP",
+    "RUN_UID_BASE",
+    "SKIPPABLE_LAYERS",
+    "SandboxResult",
+    "clean_text",
+    "run_python",
+]
 
 SKIPPABLE_LAYERS = ("audit", "landlock", "netns", "seccomp", "uid")
 
@@ -107,58 +118,91 @@ def run_python(
     files: Mapping[str, str | bytes] | None = None,
     disk_mb: int = 64,
     max_processes: int = 32,
+    serve: Callable[[str], str | None] | None = None,
     skip_layers: Iterable[str] = (),
 ) -> SandboxResult:
     """Run `code` as `main.py` in a confined child process and return what happened; never raises for bad code.
 
-    stdin: text or bytes fed to the program; files: extra files for its work dir ({"data.json": "..."}), relative
-    paths only; timeout: wall-clock seconds for the whole run; memory_mb: address-space limit; max_output: bytes
-    kept per stream (past it the run is killed); disk_mb: size of the work dir (and the largest file);
-    max_processes: RLIMIT_NPROC for the nobody user; skip_layers: test-only, see SKIPPABLE_LAYERS.
+    stdin: text or bytes the program reads (read-only; empty when None); files: extra files for its work dir
+    ({"data.json": "..."}), relative paths only; timeout: wall-clock seconds for the whole run; memory_mb: its
+    address space; max_output: bytes kept per stream (past it the run is killed); disk_mb: size of the work dir (and
+    the largest file); max_processes: threads it may run at once (RLIMIT_NPROC of its own uid); serve: answers the
+    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS.
+
+    serve(request) -> reply: the program writes one request line to fd CHANNEL_OUT and reads one reply line from fd
+    CHANNEL_IN; this process calls serve for each request, in order, while the program runs, and writes the reply
+    back (None ends the run). Requests are untrusted text: at most REQUEST_CAP bytes, MAX_REQUESTS per run. This is
+    how a trusted judge (qwen2_lab.checks) serves test data one question at a time and keeps its verdict out of
+    the program's reach.
     """
     import shutil
     import subprocess
     import tempfile
 
-    skip = _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
+    skip = _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
+    ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
     try:
-        _write_files(workdir, {"main.py": code, **(files or {})})
-        status_r, status_w = os.pipe()
+        write_files(workdir, {"main.py": code, **(files or {})})
+        for name in ("stdout", "stderr", "status", "messages"):
+            ours[name], theirs[name] = os.pipe()
+        if serve is not None:
+            ours["requests"], theirs["requests"] = os.pipe()
+            theirs["replies"], ours["replies"] = os.pipe()
         config = {
             "workdir": workdir,
             "timeout": timeout,
             "memory_mb": memory_mb,
             "disk_mb": disk_mb,
             "max_processes": max_processes,
-            "status_fd": status_w,
+            "status_fd": theirs["status"],
+            "messages_fd": theirs["messages"],
+            "channel": [theirs["replies"], theirs["requests"]] if serve is not None else None,
             "skip": sorted(skip),
         }
-        argv = _child_argv(config)
-        with tempfile.TemporaryFile() as stdin_file:
-            stdin_file.write(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
-            stdin_file.seek(0)
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=workdir,
-                    env=_minimal_env(workdir),
-                    stdin=stdin_file,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    pass_fds=(status_w,),
-                    start_new_session=True,
-                )
-            except BaseException:
-                os.close(status_r)
-                raise
-            finally:
-                os.close(status_w)
-        streams = _collect(proc, status_r, deadline=start + timeout, cap=max_output)
+        stdin_fd = _stdin_fd(stdin)
+        try:
+            proc = subprocess.Popen(
+                _child_argv(config),
+                cwd=workdir,
+                env=_minimal_env(workdir),
+                stdin=stdin_fd,
+                stdout=theirs["stdout"],
+                stderr=theirs["stderr"],
+                pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
+                start_new_session=True,
+            )
+        finally:
+            os.close(stdin_fd)
+            for fd in theirs.values():
+                os.close(fd)
+            theirs.clear()
+        pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
+        channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
+        streams = collect(proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel)
     finally:
+        for fd in [*ours.values(), *theirs.values()]:
+            os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
-    return _result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+    return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _stdin_fd(stdin: str | bytes | None) -> int:
+    """A read-only fd for the program's stdin: /dev/null, or an unlinked temporary file holding the bytes. The
+    program can read it, never write to it (writing would grow a file outside its work dir)."""
+    import tempfile
+
+    data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    if not data:
+        return os.open(os.devnull, os.O_RDONLY)
+    handle, path = tempfile.mkstemp(prefix="qwen2-lab-stdin-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        return os.open(path, os.O_RDONLY)
+    finally:
+        os.unlink(path)
 
 
 def _child_argv(config: dict) -> list[str]:
@@ -170,10 +214,12 @@ def _child_argv(config: dict) -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", boot, json.dumps(config)]
 
 
-def _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files) -> set[str]:
+def _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files) -> set[str]:
     """Fail early, naming the bad argument; return the layers to skip as a set."""
     if not isinstance(code, str):
         raise TypeError(f"code must be a str of Python source, got {type(code).__name__}")
+    if stdin is not None and not isinstance(stdin, (str, bytes)):
+        raise TypeError(f"stdin must be str, bytes or None, got {type(stdin).__name__}")
     checks = {"timeout": (timeout, 0.1), "memory_mb": (memory_mb, 64), "max_output": (max_output, 1)}
     checks |= {"disk_mb": (disk_mb, 1), "max_processes": (max_processes, 1)}
     for name, (value, low) in checks.items():
