@@ -267,16 +267,28 @@ def test_patching_the_counter_or_the_class_changes_nothing():
 
 
 def test_the_work_dir_holds_no_tests_and_forged_records_on_stdout_count_for_nothing():
-    """Read the tests and the harness's marker from files, print records that say every test passed, exit."""
+    """Read the tests and the harness's marker from the work dir, print records with the right answers, exit."""
     attack(
         """
         import json, os, re
-        files = {name: open(name).read() for name in os.listdir(".")}
+        files = {}
+        for name in os.listdir("."):
+            try:
+                files[name] = open(name).read()
+            except OSError:
+                pass
         marker = re.findall(r"run_harness\\('([0-9a-f]+)'\\)", files.get("main.py", ""))
-        cases = json.loads(files.get("cases.json", "[]"))
-        for i, case in enumerate(cases or range(26)):
-            record = {"case": i, "got": [0, 0], "reads": 1, "stdout": ""}
-            print(marker[0] if marker else "0" * 16, json.dumps(record))
+
+        def expected(case):
+            nums = list(case["nums"])
+            for kind, *a in case["parts"]:
+                nums += [a[0]] * a[1] if kind == "repeat" else list(range(*a))
+            hits = [i for i, x in enumerate(nums) if x == case["target"]]
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+
+        for i, case in enumerate(json.loads(files.get("cases.json", "[]"))):
+            record = {"case": i, "got": expected(case), "reads": 1, "stdout": ""}
+            os.write(1, f"{marker[0]} {json.dumps(record)}\\n".encode())  # past any redirection of sys.stdout
         os._exit(0)
 
         def searchRange(nums, target):
