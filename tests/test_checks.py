@@ -244,7 +244,7 @@ def test_every_read_is_served_and_counted(name, use, reads):
         ("repr()", repr),
         ("sort()", lambda x: x.sort()),
         ("pop loop", lambda x: [x.pop() for _ in range(len(x))]),
-        ("swallowing the stop", lambda x: [swallow(lambda: x[i]) for i in range(1000)]),
+        ("swallowing the stop", lambda x: [swallow(lambda i=i: x[i]) for i in range(1000)]),
     ],
 )
 def test_linear_reads_are_stopped_at_the_budget_not_after_a_million_requests(name, use):

@@ -23,11 +23,62 @@ WORST = {"seconds": 0.0, "reply": ""}
 
 # Pieces that the parsers look for, and the pieces that used to make them backtrack.
 TOKENS = [
-    "\\boxed{", "}", "{", "\\{", "\\}", "\\left\\{", "\\right\\}", "\\text{", "\\cap", "A∩B", "A ∩ B =", "=", ",",
-    "-1", "0", "6", "六", "十", "six", "答案是", "the answer is", "final answer:", "交点", "个数", "为", "个交点",
-    "intersect", "intersects at exactly", "times", "points", "number of intersection points", "intersection points",
-    "```", "```python\n", "```py", "\n", " ", "\t", "\u3000", "。", ". ", "def ", "class Solution:", "searchRange",
-    "(nums, target):", "    return [-1, -1]\n", "1+", "-", "(", "[", "ﷺ", "\x1b[", "\x1b]", "\x07", "\r", "\u202e",
+    "\\boxed{",
+    "}",
+    "{",
+    "\\{",
+    "\\}",
+    "\\left\\{",
+    "\\right\\}",
+    "\\text{",
+    "\\cap",
+    "A∩B",
+    "A ∩ B =",
+    "=",
+    ",",
+    "-1",
+    "0",
+    "6",
+    "六",
+    "十",
+    "six",
+    "答案是",
+    "the answer is",
+    "final answer:",
+    "交点",
+    "个数",
+    "为",
+    "个交点",
+    "intersect",
+    "intersects at exactly",
+    "times",
+    "points",
+    "number of intersection points",
+    "intersection points",
+    "```",
+    "```python\n",
+    "```py",
+    "\n",
+    " ",
+    "\t",
+    "\u3000",
+    "。",
+    ". ",
+    "def ",
+    "class Solution:",
+    "searchRange",
+    "(nums, target):",
+    "    return [-1, -1]\n",
+    "1+",
+    "-",
+    "(",
+    "[",
+    "ﷺ",
+    "\x1b[",
+    "\x1b]",
+    "\x07",
+    "\r",
+    "\u202e",
 ]
 
 
@@ -55,7 +106,9 @@ def check_all(reply: str) -> float:
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.text(max_size=400), st.lists(st.sampled_from(TOKENS) | st.text(max_size=8), max_size=80).map("".join)))
+@given(
+    st.one_of(st.text(max_size=400), st.lists(st.sampled_from(TOKENS) | st.text(max_size=8), max_size=80).map("".join))
+)
 def test_random_replies_never_raise(reply):
     check_all(reply)
 
@@ -127,9 +180,34 @@ def test_the_issues_slow_replies_now_take_milliseconds():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from(["next", "get", "slice", "result", "failed", " ", "0", "-1", "9" * 30, "[", "]",
-                                 '"answer"', '"error"', "null", ",", "[0, 0]", '""', "\x00", "\n"]), max_size=12)
-       .map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "next",
+                "get",
+                "slice",
+                "result",
+                "failed",
+                " ",
+                "0",
+                "-1",
+                "9" * 30,
+                "[",
+                "]",
+                '"answer"',
+                '"error"',
+                "null",
+                ",",
+                "[0, 0]",
+                '""',
+                "\x00",
+                "\n",
+            ]
+        ),
+        max_size=12,
+    ).map("".join)
+)
 def test_the_judge_answers_any_request_without_raising(request):
     judge = Judge(problem("leetcode-34"), Entry("function", "f"))
     for line in ("next", request, "next", request):
@@ -146,6 +224,8 @@ def test_clean_text_leaves_no_control_characters(text):
 
 def test_zz_report_the_worst_caller_time():
     """Runs last in this module: the slowest caller time seen above (noisy on a loaded machine)."""
-    print(f"\nworst caller CPU time over the fuzzed and adversarial replies: {WORST['seconds'] * 1000:.1f} ms "
-          f"(reply starting {WORST['reply']!r})")
+    print(
+        f"\nworst caller CPU time over the fuzzed and adversarial replies: {WORST['seconds'] * 1000:.1f} ms "
+        f"(reply starting {WORST['reply']!r})"
+    )
     assert WORST["seconds"] < BUDGET_S

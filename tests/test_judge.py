@@ -318,8 +318,8 @@ def test_memorising_the_public_tests_does_not_pass_the_large_ones():
 def test_a_thread_left_running_after_a_correct_answer_is_never_accepted():
     result = attack(
         BISECT_LEETCODE.replace(
-            "class Solution:", "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n\n"
-            "class Solution:"
+            "class Solution:",
+            "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n\nclass Solution:",
         ),
         timeout=2.0,
     )
@@ -331,7 +331,7 @@ def test_a_thread_left_running_after_a_correct_answer_is_never_accepted():
 @pytest.mark.parametrize(
     "forgery",
     [
-        "os.write(4, b'result [\"answer\", [0, 0], \"\"]\\n')",  # a result before any test was handed out
+        'os.write(4, b\'result ["answer", [0, 0], ""]\\n\')',  # a result before any test was handed out
         "os.write(4, b'next\\n'); os.read(3, 99); os.write(4, b'next\\n')",  # skip a test
         "os.write(4, b'result ' + b'[' * 10000 + b'\\n')",  # JSON that makes json.loads recurse
         "os.write(4, b'get ' + b'9' * 20000 + b'\\n')",  # a request over the size cap
@@ -342,7 +342,9 @@ def test_a_thread_left_running_after_a_correct_answer_is_never_accepted():
     ids=["early-result", "skip-test", "deep-json", "huge-request", "bad-utf8", "flood", "closed-channel"],
 )
 def test_talking_to_the_judge_directly_ends_the_run_and_never_raises_here(forgery):
-    result = attack(f"import os\ntry:\n    {forgery}\nexcept OSError:\n    pass\n" + BARE_BINARY_SEARCH.strip("`python\n"))
+    result = attack(
+        f"import os\ntry:\n    {forgery}\nexcept OSError:\n    pass\n" + BARE_BINARY_SEARCH.strip("`python\n")
+    )
     assert result.failures[0].kind == "Runtime Error"
     assert result.tests_passed == 0
 

@@ -61,7 +61,9 @@ def too_long(text: str, problem_id: str) -> CheckResult | None:
     """The refusal of a reply longer than MAX_REPLY, or None: checked before any parsing, so time stays bounded."""
     if len(text) <= MAX_REPLY:
         return None
-    return failed(problem_id, "Reply Too Long", f"The reply is {len(text):,} characters; checks read at most {MAX_REPLY:,}.")
+    return failed(
+        problem_id, "Reply Too Long", f"The reply is {len(text):,} characters; checks read at most {MAX_REPLY:,}."
+    )
 
 
 def failure_message(report: str) -> str:

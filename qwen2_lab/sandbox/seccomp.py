@@ -13,16 +13,13 @@ from .common import PR_SET_NO_NEW_PRIVS, libc
 # seccomp (Documentation/userspace-api/seccomp_filter.rst): a classic-BPF program over struct seccomp_data
 # {int nr; u32 arch; u64 ip; u64 args[6]}. Syscall numbers per architecture (arch/*/entry/syscalls, unistd.h).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_SYSCALLS = {
-    "x86_64": dict(
-        socket=41, socketpair=53, fork=57, vfork=58, execve=59, execveat=322, clone=56, clone3=435, shmget=29,
-        shmat=30, msgget=68, mq_open=240, memfd_create=319, memfd_secret=447, io_uring_setup=425,
-    ),
-    "aarch64": dict(
-        socket=198, socketpair=199, execve=221, execveat=281, clone=220, clone3=435, shmget=194, shmat=196,
-        msgget=186, mq_open=180, memfd_create=279, memfd_secret=447, io_uring_setup=425,
-    ),
+_NAMES = "socket socketpair fork vfork execve execveat clone clone3 shmget shmat msgget mq_open memfd_create".split()
+_NAMES += ["memfd_secret", "io_uring_setup"]
+_NUMBERS = {  # aarch64 has no fork or vfork: glibc forks through clone
+    "x86_64": (41, 53, 57, 58, 59, 322, 56, 435, 29, 30, 68, 240, 319, 447, 425),
+    "aarch64": (198, 199, None, None, 221, 281, 220, 435, 194, 196, 186, 180, 279, 447, 425),
 }
+_SYSCALLS = {arch: {n: nr for n, nr in zip(_NAMES, numbers) if nr is not None} for arch, numbers in _NUMBERS.items()}
 # Refused with EPERM. io_uring can open sockets without socket(2); the shared-memory calls create memory that no
 # rlimit of this process counts; fork/vfork/execve: one process, one address space under RLIMIT_AS.
 DENIED = (
