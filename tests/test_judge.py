@@ -386,3 +386,12 @@ def test_control_characters_and_fake_verdicts_in_output_reach_no_one():
     )
     assert result.report.startswith("Runtime Error: 0/26 tests passed.")
     assert not any(c in result.report for c in "\x1b\x07\r\u202e")
+
+
+def test_the_large_tests_are_drawn_per_code_and_repeat_for_the_same_code():
+    """The same code gets the same report in one process (the demo's Check button twice); any change, new draws."""
+    first, again = check_code(LINEAR_SCAN, "leetcode-34"), check_code(LINEAR_SCAN, "leetcode-34")
+    changed = check_code(LINEAR_SCAN + "# changed\n", "leetcode-34")
+    assert first.report == again.report
+    assert [f.input for f in changed.failures] != [f.input for f in first.failures]
+    assert [f.test for f in changed.failures] == [f.test for f in first.failures] == LARGE

@@ -20,7 +20,7 @@ check_code takes the last ```python block of a reply (or the whole text if it is
 by parsing it (`class Solution` with `searchRange`: LeetCode style; otherwise a top-level function of (nums, target)),
 and runs it in the sandbox. The judge stays in this process: the sandboxed harness asks it for one test at a time,
 and never sees an expected answer. A large test (a million elements, its values and boundaries drawn at random for
-each check) reaches the solution as a read-only list of which every element read is a request to the judge: the
+each code) reaches the solution as a read-only list of which every element read is a request to the judge: the
 judge counts the reads and stops them past 10·⌈log2 n⌉ (200 for n = 10^6; a binary search needs about 40, a scan
 up to 10^6), so there is no uncounted way to read. A run the sandbox ended (timeout, memory, output, a thread still
 running) is never Accepted. Nothing the solution prints, writes or patches reaches the verdict.

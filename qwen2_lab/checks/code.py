@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from . import harness
-from .judge import Judge
+from .judge import Judge, draws_for
 from .problems import Problem, problem
 from .result import CheckResult, Entry, failed, too_long
 
@@ -101,7 +101,7 @@ def check_code(text_or_code: str, problem_id: str, *, timeout: float = 10.0) -> 
     if isinstance(found, CheckResult):
         return found
     code, entry = found
-    judge = Judge(prob, entry)
+    judge = Judge(prob, entry, draws_for(code))
     main = _harness_source() + f"\nmain({entry.style!r}, {entry.name!r}, {CHANNEL_IN}, {CHANNEL_OUT})\n"
     run = run_python(main, files={"solution.py": code}, timeout=timeout, max_output=64_000, serve=judge.serve)
     return judge.verdict(run)

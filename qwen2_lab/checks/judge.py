@@ -9,10 +9,12 @@ counts live here, the expected answers never leave, and a run that the sandbox e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import re
+import secrets
 from dataclasses import dataclass
 
 from ..sandbox.text import clean_text
@@ -20,8 +22,15 @@ from .problems import Case, Problem
 from .result import CheckResult, Entry, Failure
 
 READS_PER_LOG2 = 10  # the O(log n) budget: 10 reads per bit of n (two binary searches need about 2)
+_DRAW_KEY = secrets.token_bytes(32)  # this process's secret behind the large tests' random draws
 _INT = re.compile(r"-?[0-9]{1,12}")
 _KINDS = {"answer": list, "output": str, "error": str, "stopped": type(None)}
+
+
+def draws_for(code: str) -> random.Random:
+    """The random draws of the large tests for this code: the same code gets the same tests (and the same report)
+    within this process; any change to the code, or another process, gets new ones; the code cannot predict them."""
+    return random.Random(hashlib.sha256(_DRAW_KEY + code.encode("utf-8", "surrogatepass")).digest())
 
 
 def read_budget(n: int) -> int:
@@ -52,7 +61,7 @@ class Judge:
     """
 
     def __init__(self, prob: Problem, entry: Entry, rng: random.Random | None = None):
-        rng = rng or random.SystemRandom()
+        rng = rng or random.SystemRandom()  # check_code passes draws_for(code)
         self.prob, self.entry = prob, entry
         self.cases = [case.varied(rng) for case in prob.tests]
         self.current, self.reads, self.over = -1, 0, False

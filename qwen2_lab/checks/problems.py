@@ -71,7 +71,7 @@ class Case:
 
     def varied(self, rng) -> Case:
         """This large case with the same shape and size, its values shifted and its boundaries moved at random
-        (by up to 1/16 of a run), so that no answer can be known without reading: the judge draws one per check.
+        (by up to 1/16 of a run), so that no answer can be known without reading (judge.draws_for).
         Small cases come back as they are."""
         if not self.parts:
             return self
