@@ -395,3 +395,17 @@ def test_the_large_tests_are_drawn_per_code_and_repeat_for_the_same_code():
     assert first.report == again.report
     assert [f.input for f in changed.failures] != [f.input for f in first.failures]
     assert [f.test for f in changed.failures] == [f.test for f in first.failures] == LARGE
+
+
+def test_a_long_non_ascii_error_and_output_still_reach_the_report():
+    result = attack(
+        """
+        def searchRange(nums, target):
+            print("输出" * 5000)
+            raise ValueError("错误\\x00" * 5000)
+        """
+    )
+    first = result.failures[0]
+    assert (
+        first.kind == "Runtime Error" and "ValueError: 错误错误" in first.detail and "Stdout:\n输出输出" in first.detail
+    )

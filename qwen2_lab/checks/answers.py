@@ -151,6 +151,8 @@ def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
         raise ValueError(f"{problem_id} is a code problem: use check_code(text, {problem_id!r})")
     if not isinstance(text, str):
         raise TypeError(f"check_answer wants the reply text as a str, got {type(text).__name__}")
+    if len(text) > MAX_REPLY:
+        return None, ""  # unread: see check_answer
     text = _normalise(text)
     flat = re.sub(r"\s+", " ", text)
     for content in reversed(_boxed(flat)):

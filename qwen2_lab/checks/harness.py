@@ -20,7 +20,7 @@ class ReadsStopped(BaseException):
     """The judge stopped serving elements (over the O(log n) budget). BaseException: `except Exception` can't hide it."""
 
 
-class Judge:
+class JudgeChannel:
     """The channel to the judge: one request line out, one reply line back."""
 
     def __init__(self, replies_fd: int, requests_fd: int):
@@ -148,7 +148,8 @@ def user_traceback(exc: BaseException, filename: str = "solution.py") -> str:
 
     report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename == filename])
-    return "".join(report.format())[-3000:]
+    text = "".join(report.format())
+    return text if len(text) <= 3000 else text[:1500] + "\n[...]\n" + text[-1500:]
 
 
 def leetcode_namespace() -> dict:
@@ -183,7 +184,7 @@ def outcome(func, nums, target) -> list:
 
 def main(style: str, name: str, replies_fd: int, requests_fd: int) -> None:
     """Load solution.py, then for each test the judge hands out: call the entry point, send back what happened."""
-    judge = Judge(replies_fd, requests_fd)
+    judge = JudgeChannel(replies_fd, requests_fd)
     namespace = leetcode_namespace()
     try:
         with contextlib.redirect_stdout(CappedText()), open("solution.py", encoding="utf-8") as f:

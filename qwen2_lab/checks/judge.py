@@ -128,6 +128,7 @@ class Judge:
             return None
         if not isinstance(stdout, str) or (kind == "answer" and not _is_pair(value)):
             return None
+        value = clean_text(value[:3100]) if isinstance(value, str) else value
         self.outcomes[self.current] = Outcome(kind, value, clean_text(stdout[:2000]), self.reads, self.over)
         return "ok"
 
@@ -216,7 +217,7 @@ def _case_failure(test: int, case: Case, outcome: Outcome) -> Failure | None:
         detail = "The run said the judge stopped its reads, but the judge never did." + printed
         return Failure(test, "Runtime Error", shown, expected, detail=detail)
     if outcome.value != case.expected():
-        got = str(outcome.value) if outcome.kind == "answer" else clean_text(outcome.value[:300])
+        got = str(outcome.value) if outcome.kind == "answer" else outcome.value[:300]
         return Failure(test, "Wrong Answer", shown, expected, got=got, detail=printed.strip())
     return None
 

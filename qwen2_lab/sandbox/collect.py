@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 STATUS_CAP = 16_000  # bytes kept of the status and messages pipes (layers, blocked events)
-REQUEST_CAP = 16_384  # bytes in one request line; a longer one ends the run
+REQUEST_CAP = 65_536  # bytes in one request line; a longer one ends the run
 MAX_REQUESTS = 20_000  # requests in one run; past it the run ends
 
 
