@@ -409,3 +409,4 @@ def test_a_long_non_ascii_error_and_output_still_reach_the_report():
     assert (
         first.kind == "Runtime Error" and "ValueError: 错误错误" in first.detail and "Stdout:\n输出输出" in first.detail
     )
+    assert "\x00" not in first.detail and "[...]" in first.detail  # cleaned, and cut in the middle
