@@ -17,7 +17,7 @@ import sys
 
 
 class ReadsStopped(BaseException):
-    """The judge stopped serving elements (over the O(log n) budget). BaseException: `except Exception` can't hide it."""
+    """The judge stopped serving elements (over the O(log n) budget); `except Exception` cannot hide it."""
 
 
 class JudgeChannel:

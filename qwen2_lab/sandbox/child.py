@@ -1,10 +1,10 @@
 """The child side: the supervisor, the order in which the confined child takes on every layer, and the runner.
 
-Everything here runs in the supervisor (outside the new pid namespace, still the server's user) or in the confined
-child (pid 1 inside it), never in the server. Only the confined child runs user code, and by then it holds no pipe
-that the server trusts: the status line (the layers, or why the setup failed) is written and its pipe closed first. The child imports this whole package at start-up, before any
-confinement, and never again: once the mounts, nobody and Landlock are in place, the package's files may be out of
-its reach.
+Everything here runs in the supervisor (outside the new pid namespace, still the server's user) or in the confined child
+(pid 1 inside it), never in the server. Only the confined child runs user code, and by then it holds no pipe that the
+server trusts: the status line (the layers, or why the setup failed) is written and its pipe closed first. The child
+imports this whole package at start-up, before any confinement, and never again: once the mounts, the run's own uid and
+Landlock are in place, the package's files may be out of its reach.
 """
 
 from __future__ import annotations
