@@ -105,7 +105,7 @@ def check_all(reply: str) -> float:
     return slowest
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(st.text(max_size=400), st.lists(st.sampled_from(TOKENS) | st.text(max_size=8), max_size=80).map("".join))
 )
@@ -120,7 +120,12 @@ def long_replies(draw) -> str:
     return "".join(token * count for token, count in parts)[:MAX_REPLY]
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(long_replies())
 def test_long_repetitive_replies_stay_linear(reply):
     target(check_all(reply), label="caller seconds")  # hypothesis steers towards the slowest replies it can find
@@ -179,7 +184,7 @@ def test_the_issues_slow_replies_now_take_milliseconds():
         assert check_all(reply) < 0.1
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(
     st.lists(
         st.sampled_from(
@@ -215,6 +220,7 @@ def test_the_judge_answers_any_request_without_raising(request):
         assert reply is None or isinstance(reply, str)
 
 
+@settings(database=None)
 @given(st.text())
 def test_clean_text_leaves_no_control_characters(text):
     cleaned = clean_text(text)
