@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed
 
 # make lab JUPYTER_ARGS="--no-browser --port 8899"   (headless, on a server: see README, "Two commands")
 JUPYTER_ARGS ?=
-# make test TESTS=tests/test_loading.py              (a subset; the default is what CI runs)
-TESTS ?= tests notebooks
+# make test TESTS=tests/test_loading.py              (a subset; set on the command line only, never from the environment)
+TESTS = tests notebooks
 # Debian's packages for the browser test: the browser, its driver, and fonts that draw Chinese
 BROWSER_PACKAGES := chromium chromium-driver fonts-noto-cjk
 # Jupyter refuses to run as root without this flag (containers, cloud GPU machines)
