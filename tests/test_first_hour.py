@@ -61,6 +61,7 @@ def test_exercise_leaves_a_blank_and_hides_a_checked_solution(path):
     assert not nb[i][2]["metadata"].get("jupyter", {}).get("source_hidden")
     kind, solution, cell = nb[i + 1]
     assert kind == "code" and cell["metadata"] == {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
+    assert solution.startswith("#"), "JupyterLab shows a collapsed cell's first line: a comment, not the answer"
     assert "answer = " in solution and "answer = None" not in solution
     assert "assert check_exercise(answer, test)" in solution  # CI runs the check on the right answer
     assert not cell["outputs"], "the saved notebook must not show the solution's output"
