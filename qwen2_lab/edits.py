@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from .trace import position_dim, site_specs, split_site
+from .trace import SHAPES, position_dim, site_specs, split_site
 
 
 class At(NamedTuple):
@@ -83,6 +83,9 @@ def resolve(edits, arch) -> dict[str, list[Edit]]:
     out: dict[str, list[Edit]] = {}
     for edit in as_edits(edits):
         sites = [n for n in names if fnmatch.fnmatchcase(n, edit.site)]
+        layer, name = _layer_and_name(edit.site)
+        if not sites and name in SHAPES and layer is not None and 0 <= layer < arch.n_layers:
+            raise ValueError(f"{edit.site}: layer {layer} is a {arch.layer_kind(layer)} layer: it has no {name}")
         if not sites:
             raise ValueError(
                 f"edit site {edit.site!r} matches no site of this model (layers 0..{arch.n_layers - 1}); see"
@@ -96,6 +99,13 @@ def resolve(edits, arch) -> dict[str, list[Edit]]:
                 edit.check(arch, site)
             out.setdefault(site, []).append(edit)
     return out
+
+
+def _layer_and_name(site: str) -> tuple[int | None, str]:
+    try:
+        return split_site(site)
+    except ValueError:  # a glob or a malformed layer number
+        return None, ""
 
 
 def apply(edits: list[Edit], x: torch.Tensor, at: At) -> torch.Tensor:
