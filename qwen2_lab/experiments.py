@@ -375,3 +375,45 @@ def expert_shares(moe, trace: Trace, i: int, pos: int, share, n_experts: int) ->
             out[e] = share(expert(moe.experts, e, x)[0] * w)
     gated = trace[f"layers.{i}.moe.shared_gate"][pos] * trace[f"layers.{i}.moe.shared_out"][pos]
     return out, float(share(gated))
+
+
+# ---- two generations: where they part ------------------------------------------------------------------------------
+
+
+@dataclass
+class Divergence:
+    """Where two generations of the same prompt first chose different tokens (e.g. before and after an edit).
+
+    step: that step (None when one is a prefix of the other). token_a, token_b: what each chose there.
+    p_a: (probability of token_a in run a, in run b); p_b: the same for token_b; both under the raw distribution.
+    """
+
+    step: int | None
+    token_a: str = ""
+    token_b: str = ""
+    p_a: tuple[float, float] = (0.0, 0.0)
+    p_b: tuple[float, float] = (0.0, 0.0)
+
+    def __str__(self) -> str:
+        if self.step is None:
+            return "the two answers agree token for token (as far as the shorter goes)"
+        return (
+            f"they part at step {self.step}: {self.token_a!r} (p {self.p_a[0]:.2%} -> {self.p_a[1]:.2%}) against"
+            f" {self.token_b!r} (p {self.p_b[0]:.2%} -> {self.p_b[1]:.2%})"
+        )
+
+
+def divergence(a, b) -> Divergence:
+    """The first step at which generations a and b (same prompt) chose different tokens, and how likely each token
+    was in each run there. Needs both to have kept their logits (the default)."""
+    if not torch.equal(a.prompt_ids.cpu(), b.prompt_ids.cpu()):
+        raise ValueError("the two generations start from different prompts")
+    k = next((i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), None)
+    if k is None:
+        return Divergence(None)
+    sa, sb = a.steps[k], b.steps[k]
+    if sa.logits is None or sb.logits is None:
+        raise ValueError("divergence needs each step's logits: generate with keep_logits=True (the default)")
+    pa, pb = torch.softmax(sa.logits, -1), torch.softmax(sb.logits.to(sa.logits.device), -1)
+    return Divergence(k, sa.token, sb.token, (float(pa[sa.token_id]), float(pb[sa.token_id])),
+                      (float(pa[sb.token_id]), float(pb[sb.token_id])))  # fmt: skip

@@ -121,3 +121,15 @@ def test_bad_sweeps_are_refused(lab):
         patch_sweep(lab, CLEAN, CORRUPT, 42)
     with pytest.raises(ValueError, match="out of range"):
         patch_sweep(lab, CLEAN, CORRUPT, ANSWER, layers=[9])
+
+
+def test_divergence_finds_where_an_edit_changes_the_answer():
+    from qwen2_lab.experiments import divergence
+
+    lab = random_lab()
+    a = lab.generate_steps(CLEAN, max_new_tokens=6, do_sample=False)
+    b = a.branch(2, next(c.id for c in a.steps[2].top if c.id != a.token_ids[2]))
+    d = divergence(a, b)
+    assert d.step == 2 and d.token_a == a.tokens[2] and d.token_b == b.tokens[2]
+    assert d.p_a[0] == pytest.approx(a.steps[2].prob) and d.p_a == pytest.approx((d.p_a[0], d.p_a[0]))  # same logits
+    assert divergence(a, a).step is None and "agree" in str(divergence(a, a))
