@@ -12,8 +12,18 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..generate import Generation
-from .style import LEGEND_BELOW, WEIGHT_SCALE, base_layout, check_index, numpy, position_keys, subplots, token_axis
-from .style import token_label, token_labels
+from .style import (
+    LEGEND_BELOW,
+    WEIGHT_SCALE,
+    base_layout,
+    check_index,
+    numpy,
+    position_keys,
+    subplots,
+    token_axis,
+    token_label,
+    token_labels,
+)
 
 CONFIDENCE_SCALE = [[0.0, "#d73027"], [0.25, "#fc8d59"], [0.5, "#fee08b"], [0.75, "#d9ef8b"], [1.0, "#1a9850"]]
 
