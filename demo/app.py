@@ -204,11 +204,19 @@ def ready() -> gr.Textbox:
 
 
 def wire_chat(lab, ui: ChatUI) -> None:
-    """Four ways to start a turn (send a message, click an example, retry, send a failure back), each putting the
-    user's message at the end of the chat; then one reply event streams the answer, and the math is checked."""
+    """Four ways to start a turn (send a message, click an example, retry, send a failure back). Each checks the
+    request (`chat.checked`) and writes the chat with the user's message at its end into `turn`; then the chat shows
+    it, one reply event streams the answer into it, and the math is checked.
 
-    def answer(turn_started):
-        replied = on_model(turn_started.success, stream_reply, [ui.chatbot, *ui.settings], [ui.chatbot], **PRIVATE)
+    A refused request (an empty message, a chat too long for the context window, nothing to send back) shows its
+    message and leaves the chat as it was: the check's only output is the hidden `turn`, so Gradio's error mark lands
+    on no visible component.
+    """
+    turn = gr.State()
+
+    def answer(started):
+        shown = started.success(lambda chat: (busy(), chat), turn, [ui.textbox, ui.chatbot], queue=False, **PRIVATE)
+        replied = on_model(shown.success, stream_reply, [ui.chatbot, *ui.settings], [ui.chatbot], **PRIVATE)
         replied.then(check.auto_check, [ui.chatbot, ui.problem], [ui.report, ui.failure], **PRIVATE)
         replied.then(ready, None, ui.textbox, queue=False, **PRIVATE)
         return replied
@@ -216,29 +224,29 @@ def wire_chat(lab, ui: ChatUI) -> None:
     def stream_reply(history, *settings):
         yield from chat.reply(lab, history, *settings)
 
-    def send(message, history):
-        return busy(), chat.user_turn(message, history)
+    def send(message, history, *settings):
+        return chat.checked(lab, chat.user_turn(message, history), *settings)
 
-    def start_example(example: gr.SelectData):
-        return busy(), chat.user_turn(example.value["text"], [])
+    def start_example(example: gr.SelectData, *settings):
+        return chat.checked(lab, chat.user_turn(example.value["text"], []), *settings)
 
-    def retry(last: gr.RetryData, history):
-        return busy(), history[: last.index + 1]  # up to the user's message that is asked again
+    def retry(last: gr.RetryData, history, *settings):
+        return chat.checked(lab, history[: last.index + 1], *settings)  # up to the user's message asked again
+
+    def send_back(failure, history, *settings):
+        if not failure:
+            raise gr.Error("There is no failed check to send back: check a reply to a code problem first.")
+        return chat.checked(lab, chat.user_turn(check.failure_message(failure), history), *settings)
 
     def undo(last: gr.UndoData, history):
         return history[: last.index], chat.message_text(history[last.index]["content"])  # the message back to edit
 
-    def send_back(failure, history):
-        if not failure:
-            raise gr.Error("There is no failed check to send back: check a reply to a code problem first.")
-        return busy(), chat.user_turn(check.failure_message(failure), history)
-
-    turn = [ui.textbox, ui.chatbot]
+    quick = dict(concurrency_limit=None, **PRIVATE)  # queued, so that a refusal shows its message
     replies = [
-        answer(ui.textbox.submit(send, [ui.textbox, ui.chatbot], turn, queue=False, **PRIVATE)),
-        answer(ui.chatbot.example_select(start_example, None, turn, queue=False, **PRIVATE)),
-        answer(ui.chatbot.retry(retry, [ui.chatbot], turn, queue=False, **PRIVATE)),
-        answer(ui.send_btn.click(send_back, [ui.failure, ui.chatbot], turn, queue=False, **PRIVATE)),
+        answer(ui.textbox.submit(send, [ui.textbox, ui.chatbot, *ui.settings], turn, **quick)),
+        answer(ui.chatbot.example_select(start_example, ui.settings, turn, **quick)),
+        answer(ui.chatbot.retry(retry, [ui.chatbot, *ui.settings], turn, **quick)),
+        answer(ui.send_btn.click(send_back, [ui.failure, ui.chatbot, *ui.settings], turn, **quick)),
     ]
     ui.textbox.stop(ready, None, ui.textbox, cancels=replies, queue=False, **PRIVATE)
     ui.chatbot.undo(undo, [ui.chatbot], [ui.chatbot, ui.textbox], queue=False, **PRIVATE)

@@ -137,13 +137,23 @@ def stream_text(lab, messages: list[dict], **generation_kwargs) -> Iterator[str]
         yield ""  # the model ended at once (an end-of-turn token first): still one, empty, reply
 
 
-def respond(
+def request(
     lab, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
-) -> Iterator[str]:
-    """Check the request, then stream the reply: each yield is the reply so far, one more piece each time."""
+) -> tuple[list[dict], dict]:
+    """The request checked: (the chat the model sees, keyword arguments for generate), or a gr.Error naming what is
+    wrong. Nothing runs the model."""
     kwargs = generation_kwargs(lab, temperature, top_p, top_k, max_new_tokens, repetition_penalty)
     messages = conversation(message, history, system_prompt)
     check_fits(lab, messages, kwargs["max_new_tokens"])
+    return messages, kwargs
+
+
+def respond(lab, message, history, *settings) -> Iterator[str]:
+    """Check the request, then stream the reply: each yield is the reply so far, one more piece each time.
+
+    settings: system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty.
+    """
+    messages, kwargs = request(lab, message, history, *settings)
     yield from stream_text(lab, messages, **kwargs)
 
 
@@ -152,15 +162,28 @@ def user_turn(message, history) -> list[dict]:
     return [*(history or []), {"role": "user", "content": message_text(message)}]
 
 
-def reply(lab, history, *settings) -> Iterator[list[dict]]:
-    """The page's chat: `history` ends with the user's message; yields it with the model's reply growing at its end.
-
-    settings: system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty (as `respond` takes them).
-    """
+def last_turn(history) -> tuple[list, dict]:
+    """(the earlier messages, the user's message at the end of the chat), or a gr.Error when there is none."""
     history = list(history or [])
     if not history or history[-1].get("role") != "user":
         raise gr.Error("There is no message to answer: type one, or click one of the examples.")
-    *earlier, last = history
+    return history[:-1], history[-1]
+
+
+def checked(lab, history, *settings) -> list[dict]:
+    """`history` (ending with the user's message) once the request it makes is checked, before the model runs."""
+    earlier, last = last_turn(history)
+    request(lab, last["content"], earlier, *settings)
+    return history
+
+
+def reply(lab, history, *settings) -> Iterator[list[dict]]:
+    """The page's chat: `history` ends with the user's message; yields it with the model's reply growing at its end.
+
+    settings: as `respond` takes them.
+    """
+    history = list(history or [])
+    earlier, last = last_turn(history)
     with closing(respond(lab, last["content"], earlier, *settings)) as texts:  # closed at once when we are
         for text in texts:
             yield [*history, {"role": "assistant", "content": text}]

@@ -91,6 +91,11 @@ def test_reply_and_api_turn_grow_the_conversation(demo_lab):
     assert [c[-1] for c in chats] == [{"role": "assistant", "content": t} for t in reference]
     turns = list(chat.api_turn(demo_lab, PROMPT, earlier, *GREEDY))
     assert [text for text, _ in turns] == reference and turns[-1][1] == chats[-1]
+    assert chat.checked(demo_lab, history, *GREEDY) == history  # checked before the model runs
+    with pytest.raises(gr.Error, match="no message to answer"):
+        chat.checked(demo_lab, earlier, *GREEDY)
+    with pytest.raises(gr.Error, match="temperature must lie between"):
+        chat.checked(demo_lab, history, None, 5.0, 1.0, 0, 48, 1.0)
     with pytest.raises(gr.Error, match="no message to answer"):
         next(chat.reply(demo_lab, earlier, *GREEDY))
     with pytest.raises(gr.Error, match="empty"):

@@ -206,6 +206,14 @@ def test_banner_and_model_card(page):
     assert [label for _, label in example_prompts()] == [s.strip() for s in shown]  # what the bundled model knows
 
 
+def test_a_refused_message_says_why_and_leaves_the_chat_as_it_was(page):
+    send(page, "   ")
+    wait_for(lambda: "The message is empty" in " ".join(texts(page, ".toast-body")), what="the error message")
+    assert not texts(page, "#chatbot .message") and GAOKAO_ZH in texts(page, "#chatbot button.example")
+    trackers = page.find_elements(By.CSS_SELECTOR, "#chatbot [data-testid=status-tracker]")
+    assert not [t for t in trackers if t.is_displayed() and "Error" in t.text], "the chat is covered by an error mark"
+
+
 def test_an_example_streams_its_reply_and_the_math_is_checked(page, demo_lab):
     click_text(page, "#chatbot button.example", GAOKAO_ZH)
     prompt = dict((label, p) for p, label in example_prompts())[GAOKAO_ZH]
