@@ -76,7 +76,7 @@ def demo_server(demo_lab):
     import app
 
     gated = GatedLab(demo_lab)
-    hook = demo_lab.model.register_forward_pre_hook(gated.count_forward)
+    hook = demo_lab.model.model.embed_tokens.register_forward_pre_hook(gated.count_forward)  # once per forward
     demo = app.build_app(gated, queue_size=DEMO_QUEUE_SIZE)
     try:
         _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)

@@ -180,10 +180,10 @@ def test_bad_requests_get_a_clear_message(demo_lab, message, settings, match):
     ids=["respond", "reply", "api_turn"],
 )
 def test_stopping_the_reply_stops_generation(demo_lab, monkeypatch, start):
-    """What the stop button and a client that leaves do: close the generator. HF generate must stop too, through
+    """What the stop button and a client that leaves do: close the generator. Generation must stop too, through
     every layer of generators between Gradio and the Lab's stream."""
     calls = []
-    hook = demo_lab.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    hook = demo_lab.model.model.embed_tokens.register_forward_pre_hook(lambda module, args: calls.append(1))
     monkeypatch.setattr(demo_lab.model.generation_config, "min_new_tokens", 1000)  # no early end-of-turn
     threads = threading.active_count()
     try:
@@ -194,7 +194,7 @@ def test_stopping_the_reply_stops_generation(demo_lab, monkeypatch, start):
         time.sleep(0.2)
     finally:
         hook.remove()
-    assert len(calls) == done < 1000, "generate went on after the reader left"
+    assert 0 < len(calls) == done < 1000, "generation went on after the reader left"
     assert threading.active_count() == threads
 
 
