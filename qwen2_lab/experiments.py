@@ -405,15 +405,26 @@ class Divergence:
 
 def divergence(a, b) -> Divergence:
     """The first step at which generations a and b (same prompt) chose different tokens, and how likely each token
-    was in each run there. Needs both to have kept their logits (the default)."""
+    was in each run there (the raw distributions). A run that kept no logits has its step recomputed: one forward
+    of the prompt and the tokens both runs share, with that run's edits."""
     if not torch.equal(a.prompt_ids.cpu(), b.prompt_ids.cpu()):
         raise ValueError("the two generations start from different prompts")
     k = next((i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), None)
     if k is None:
         return Divergence(None)
-    sa, sb = a.steps[k], b.steps[k]
-    if sa.logits is None or sb.logits is None:
-        raise ValueError("divergence needs each step's logits: generate with keep_logits=True (the default)")
-    pa, pb = torch.softmax(sa.logits, -1), torch.softmax(sb.logits.to(sa.logits.device), -1)
-    return Divergence(k, sa.token, sb.token, (float(pa[sa.token_id]), float(pb[sa.token_id])),
-                      (float(pa[sb.token_id]), float(pb[sb.token_id])))  # fmt: skip
+    pa, pb = _step_probs(a, k), _step_probs(b, k)
+    ta, tb = a.steps[k].token_id, b.steps[k].token_id
+    return Divergence(
+        k, a.steps[k].token, b.steps[k].token, (float(pa[ta]), float(pb[ta])), (float(pa[tb]), float(pb[tb]))
+    )
+
+
+def _step_probs(gen, k: int) -> torch.Tensor:
+    """softmax of step k's logits [V]: kept, or recomputed from the prompt and the first k tokens."""
+    logits = gen.steps[k].logits
+    if logits is None:
+        ids = torch.cat(
+            [gen.prompt_ids, torch.tensor(gen.token_ids[:k], dtype=torch.long, device=gen.prompt_ids.device)]
+        )
+        logits = gen.lab.trace(ids, sites=[], edits=gen.options.edits).logits[-1]
+    return torch.softmax(logits.float(), -1).cpu()

@@ -175,7 +175,7 @@ class Step:
 @dataclass(frozen=True)
 class Options:
     """What each step records and changes: kept sites and layers, logit lens width, edits, top candidates, whether
-    to keep the raw logits, and the seed of the sampling draws."""
+    to keep the raw logits and the final KV cache, and the seed of the sampling draws."""
 
     sites: tuple | None = ()
     layers: tuple | None = None
@@ -183,6 +183,7 @@ class Options:
     edits: object = None
     top: int = 5
     keep_logits: bool = True
+    keep_cache: bool = False
     seed: int | None = None
 
 
@@ -196,7 +197,8 @@ class Generation:
     options: Options
     steps: list[Step] = field(default_factory=list)
     stop_reason: str = ""  # "eos", "max_new_tokens", or "" while running
-    cache: object = field(default=None, repr=False)  # the KV cache after the last step (an HF DynamicCache)
+    cache: object = field(default=None, repr=False)  # the KV cache after the last step, with keep_cache=True
+    forced_next: int | None = None  # a token to take at the next step instead of choosing one (a branch)
 
     @property
     def token_ids(self) -> list[int]:
@@ -225,9 +227,8 @@ class Generation:
             raise IndexError(f"step {step} out of range: this generation has steps 0..{len(self.steps) - 1}")
         token_id = token_id_of(self.lab, token)
         settings, options = split_changes(self.lab.model, self.settings, self.options, changes)
-        prefix = torch.tensor(self.token_ids[:step], dtype=torch.long, device=self.prompt_ids.device)
-        gen = Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]))
-        for _ in steps_of(gen, prefix=prefix, forced=token_id):
+        gen = Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]), forced_next=token_id)
+        for _ in run_steps(gen):
             pass
         return gen
 
@@ -266,7 +267,34 @@ def _site_options(sites, layers) -> dict:
     return dict(sites=as_tuple(sites), layers=as_tuple(layers))
 
 
-def generate_steps(
+def generate_steps(lab, inputs, **kwargs) -> Generation:
+    """Generate a continuation of `inputs` (a string, chat messages or ids) on the lab's forward, recording each
+    new token; see `prepare` for the arguments."""
+    gen = prepare(lab, inputs, **kwargs)
+    for _ in run_steps(gen):
+        pass
+    return gen
+
+
+def iter_steps(lab, inputs, **kwargs) -> Iterator[Step]:
+    """`generate_steps`, one step at a time as each token is chosen; closing the iterator stops generation."""
+    yield from run_steps(prepare(lab, inputs, **kwargs))
+
+
+def stream(lab, inputs, **kwargs) -> Iterator[str]:
+    """The continuation as text pieces, one per token as it is chosen (the steps' pieces; a character cut short at
+    the very end comes last). Closing the iterator stops generation at the next token."""
+    gen = prepare(lab, inputs, **{"top": 0, "keep_logits": False, **kwargs})
+    sent = 0
+    for step in run_steps(gen):
+        if step.piece:
+            sent += len(step.piece)
+            yield step.piece
+    if gen.text[sent:]:
+        yield gen.text[sent:]
+
+
+def prepare(
     lab,
     inputs,
     *,
@@ -276,50 +304,23 @@ def generate_steps(
     edits=None,
     top: int = 5,
     keep_logits: bool = True,
+    keep_cache: bool = False,
     seed: int | None = None,
     **sampling_kwargs,
 ) -> Generation:
-    """Generate a continuation of `inputs` (a string, chat messages or ids) on the lab's forward, recording each
-    new token. sampling_kwargs: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
-    min_new_tokens (defaults: the model's generation config). sites/layers: sites to keep at every step (globs, as
-    in lab.trace; none by default). lens: the logit lens width per step. edits: changes made at every step
-    (qwen2_lab/edits.py). top: candidates recorded per step. keep_logits: keep each step's [V] logits. seed: the
-    random seed of the sampling draws (None: torch's global generator, as HF generate)."""
-    gen = start(lab, inputs, sites, layers, lens, edits, top, keep_logits, seed, sampling_kwargs)
-    for _ in steps_of(gen):
-        pass
-    return gen
+    """A Generation ready to run (`run_steps`), with everything checked before any token is generated.
 
-
-def iter_steps(lab, inputs, **kwargs) -> Iterator[Step]:
-    """`generate_steps`, one step at a time as each token is chosen; closing the iterator stops generation."""
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__}
-    gen = start(lab, inputs, sampling_kwargs=kwargs, **options)
-    yield from steps_of(gen)
-
-
-def stream(lab, inputs, **kwargs) -> Iterator[str]:
-    """The continuation as text pieces, one per token as it is chosen (the steps' pieces; a character cut short at
-    the very end comes last). Closing the iterator stops generation at the next token."""
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__}
-    gen = start(lab, inputs, **{"top": 0, "keep_logits": False, **options}, sampling_kwargs=kwargs)
-    sent = 0
-    for step in steps_of(gen):
-        if step.piece:
-            sent += len(step.piece)
-            yield step.piece
-    if gen.text[sent:]:
-        yield gen.text[sent:]
-
-
-def start(
-    lab, inputs, sites=(), layers=None, lens=0, edits=None, top=5, keep_logits=True, seed=None, sampling_kwargs=None
-) -> Generation:
-    """A Generation ready to run: inputs encoded, settings and options checked, nothing generated yet."""
+    sampling_kwargs: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
+    min_new_tokens (defaults: the model's generation config, as HF generate). sites/layers: sites to keep at every
+    step (globs, as in lab.trace; none by default). lens: the logit lens width per step. edits: changes made at every
+    step (qwen2_lab/edits.py). top: candidates recorded per step. keep_logits: keep each step's [V] logits.
+    keep_cache: keep the final KV cache (gen.cache). seed: the random seed of the sampling draws (None: torch's
+    global generator, as HF generate).
+    """
     ids = lab.encode(inputs)
-    settings = sampling(lab.model, **(sampling_kwargs or {}))
+    settings = sampling(lab.model, **sampling_kwargs)
     options = Options(**_site_options(sites, layers), lens=int(lens), edits=edits, top=int(top), keep_logits=keep_logits,
-                      seed=seed)  # fmt: skip
+                      keep_cache=keep_cache, seed=seed)  # fmt: skip
     SiteFilter(options.sites, options.layers).check(lab.arch)
     resolve(edits, lab.arch)
     if len(ids) + settings.max_new_tokens > lab.arch.max_position:
@@ -331,9 +332,9 @@ def start(
 
 
 @torch.no_grad()
-def steps_of(gen: Generation, prefix: torch.Tensor | None = None, forced: int | None = None) -> Iterator[Step]:
-    """Run `gen` to its end, appending and yielding each Step. The first forward reads the prompt (and `prefix`,
-    the tokens already chosen, when branching); `forced` replaces the first token chosen."""
+def run_steps(gen: Generation) -> Iterator[Step]:
+    """Run `gen` on from where it is to its end, appending and yielding each Step. The first forward reads the
+    prompt and the tokens already chosen; then one token at a time, with the KV cache."""
     from transformers import DynamicCache
 
     lab, s, o = gen.lab, gen.settings, gen.options
@@ -342,31 +343,34 @@ def steps_of(gen: Generation, prefix: torch.Tensor | None = None, forced: int | 
     processors = s.processors(len(gen.prompt_ids))
     draws = None if o.seed is None else torch.Generator(device=device).manual_seed(o.seed)
     pieces = Detokenizer(lab.tokenizer)
-    for step in gen.steps:  # the kept steps of a branch: the detokenizer must know the text so far
+    for step in gen.steps:  # the steps kept from before (a branch): the detokenizer must know the text so far
         pieces.add(step.token_id)
-    seq = torch.cat([gen.prompt_ids, prefix if prefix is not None else gen.prompt_ids[:0]])[None]  # (1, T)
-    new = seq  # what the next forward reads: the whole prompt first, then one token at a time
+    chosen = torch.tensor(gen.token_ids, dtype=torch.long, device=device)
+    seq = torch.cat([gen.prompt_ids, chosen])[None]  # (1, T): every token so far
+    new = seq  # what the next forward reads: everything first, then one token at a time
     cache = DynamicCache(config=model.config)
     lens_fn = (lambda resid: lab.read_out(resid, o.lens)) if o.lens else None
-    while len(gen.steps) < s.max_new_tokens:
-        start_pos = cache.get_seq_length()
-        positions = torch.arange(start_pos, seq.shape[1], device=device)  # (S,) of the tokens this forward reads
+    while len(gen.steps) < s.max_new_tokens and gen.stop_reason != "eos":
+        start = cache.get_seq_length()
+        positions = torch.arange(start, seq.shape[1], device=device)  # (S,) of the tokens this forward reads
         rec = Recorder(lab.arch, keep, edits, positions, lens=lens_fn, last_only=True)
         stages = qwen2_forward(model, new, rec.wants, cache=cache, all_logits=False)
         logits = run(stages, unchanged if rec.idle else rec)[0, -1].float()  # (V,) next-token logits, as HF reads them
         scores = processors(seq, logits[None].clone())[0]  # (V,) after repetition penalty, temperature, top-k, top-p
-        was_forced = forced is not None and start_pos == 0  # branching: the first token of this run is given
-        token = forced if was_forced else choose(scores, s.do_sample, draws)
-        step = record(lab, len(gen.steps), seq.shape[1], token, logits, scores, o, rec, pieces, cache, was_forced)
+        forced, gen.forced_next = gen.forced_next, None
+        token = forced if forced is not None else choose(scores, s.do_sample, draws)
+        step = record(
+            lab, len(gen.steps), seq.shape[1], token, logits, scores, o, rec, pieces, cache, forced is not None
+        )
         gen.steps.append(step)
-        gen.cache = cache
+        if o.keep_cache:
+            gen.cache = cache
+        if token in s.eos:
+            gen.stop_reason = "eos"
         yield step
         seq = torch.cat([seq, torch.tensor([[token]], device=device)], dim=1)
         new = seq[:, -1:]
-        if token in s.eos:
-            gen.stop_reason = "eos"
-            return
-    gen.stop_reason = "max_new_tokens"
+    gen.stop_reason = gen.stop_reason or "max_new_tokens"
 
 
 def choose(scores: torch.Tensor, do_sample: bool, draws: torch.Generator | None) -> int:

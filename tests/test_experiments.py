@@ -133,3 +133,9 @@ def test_divergence_finds_where_an_edit_changes_the_answer():
     assert d.step == 2 and d.token_a == a.tokens[2] and d.token_b == b.tokens[2]
     assert d.p_a[0] == pytest.approx(a.steps[2].prob) and d.p_a == pytest.approx((d.p_a[0], d.p_a[0]))  # same logits
     assert divergence(a, a).step is None and "agree" in str(divergence(a, a))
+    steered = lab.generate_steps(
+        CLEAN, max_new_tokens=6, do_sample=False, keep_logits=False, edits=E.zero_heads(1, [0, 1, 2])
+    )
+    d = divergence(a, steered)  # no logits kept: the step is recomputed with the run's own edits
+    kept = lab.generate_steps(CLEAN, max_new_tokens=6, do_sample=False, edits=E.zero_heads(1, [0, 1, 2]))
+    assert d.step is not None and d.p_b[1] == pytest.approx(kept.steps[d.step].prob, rel=1e-5)

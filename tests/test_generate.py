@@ -88,7 +88,7 @@ def test_each_step_records_its_choice_before_and_after_the_processors():
 
 def test_the_kv_cache_grows_one_token_per_step():
     lab = random_lab()
-    gen = lab.generate_steps(IDS, max_new_tokens=5, do_sample=False)
+    gen = lab.generate_steps(IDS, max_new_tokens=5, do_sample=False, keep_cache=True)
     assert [s.cache_tokens for s in gen.steps] == [len(IDS) + i for i in range(5)]
     assert gen.cache.get_seq_length() == len(IDS) + 4  # the last token is chosen, not yet read by a forward
     layer = gen.cache.layers[0]
@@ -188,7 +188,7 @@ def test_generation_stops_at_the_end_of_turn(tiny):
 
 def test_keep_logits_false_keeps_none():
     gen = random_lab().generate_steps(IDS, max_new_tokens=2, keep_logits=False)
-    assert all(s.logits is None for s in gen.steps)
+    assert all(s.logits is None for s in gen.steps) and gen.cache is None  # nor the cache, unless keep_cache=True
     with pytest.raises(ValueError, match="kept no logits"):
         _ = gen.logits
 
