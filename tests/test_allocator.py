@@ -11,17 +11,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
-import json, resource, sys, torch
+import json, resource, torch
 torch.set_num_threads(1)
 from tests.helpers import random_lab
 lab = random_lab(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                  intermediate_size=1536, vocab_size=1000)
 ids, faults = list(range(1, 129)), []
 for _ in range(6):
+    with torch.no_grad():
+        lab.model(torch.tensor([ids]))  # other work in between: HF's own forward, a trace that keeps nothing
+    lab.trace(ids, sites=[])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    kept = lab.trace(ids).nbytes() // 4096
+    kept = lab.trace(ids).nbytes() // 4096  # every site, dropped at once
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    x = torch.randn(1000, 1000) @ torch.randn(1000, 1000)  # other work in between, as in a notebook
 print(json.dumps({"kept": kept, "faults": faults}))
 """
 
@@ -35,7 +37,7 @@ def faults(keep: str) -> dict:
 
 def test_repeated_traces_fault_in_almost_no_fresh_pages():
     kept = faults("1")
-    assert statistics.median(kept["faults"][1:]) < 0.25 * kept["kept"], kept  # after the first: memory reused
+    assert max(kept["faults"][1:]) < 0.1 * kept["kept"], kept  # after the first trace: memory reused
     default = faults("0")
     assert statistics.median(default["faults"][1:]) > 0.5 * default["kept"], default  # fresh pages every time
 
