@@ -37,3 +37,64 @@ def random_lab(moe: bool = False, dtype=torch.float32, seed: int = 0, **override
     from qwen2_lab import Lab
 
     return Lab(random_model(moe, dtype, seed, **overrides), None, name="random")
+
+
+# ---- a headless browser -----------------------------------------------------------------------------------------
+
+CHROME_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
+    " --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1400"
+).split()
+INSTALL_CHROMIUM = (
+    "needs Debian's chromium and chromedriver: apt-get update && apt-get install -y chromium chromium-driver"
+)
+
+
+def start_chromium(profile_dir):
+    """A fresh headless chromium (selenium) with its own profile; pytest.skip where it cannot run here."""
+    import shutil
+
+    import pytest
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip(INSTALL_CHROMIUM)
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install 'qwen2-lab[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROME_FLAGS + [f"--user-data-dir={profile_dir}"]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(chromedriver))
+
+
+def wait_for(condition, seconds: float = 60, what: str = "the page"):
+    """Poll condition() (exceptions count as not yet) until it returns something truthy; return that."""
+    import time
+
+    deadline, error = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            if value := condition():
+                return value
+        except Exception as e:  # an element not there yet, or replaced while being read
+            error = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {error!r})" if error else ""))
+
+
+def family_lab(name: str, seed: int = 0, **overrides):
+    """A Lab on a model with a Qwen2 release's published shape (qwen2_lab.arch.family_config) changed by
+    `overrides`, with transformers' own random initialisation. (random_model's larger weights would not do at these
+    widths: summed over 64 experts, values that large differ from HF's order of summation by more than 1e-5.)"""
+    from transformers import AutoModelForCausalLM
+
+    from qwen2_lab import Lab
+    from qwen2_lab.arch import family_config
+
+    config = family_config(name)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return Lab(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval())
