@@ -144,10 +144,11 @@ def problems(m: dict) -> list[str]:
     named = [("title", b) for b in m["title"]] + [("legend", b) for b in m["legend"]]
     named += [("colour bar", b) for b in m["colorbars"]] + [(f"annotation {t!r}", b) for t, b in m["annotations"]]
     out += [f"{what} sticks out of the figure: {b} not in {fig}" for what, b in named if not inside(b, fig)]
+    ticks = [bounds(c) for axis in m["ticks"] for _, c in axis]
     for title in m["title"]:
         out += [f"title covers a plot {p}" for p in m["plots"] if overlap(title, p)]
+        out += [f"title covers a tick label {b}" for b in ticks if overlap(title, b)]
         out += [f"title covers annotation {t!r}" for t, b in m["annotations"] if overlap(title, b)]
-    ticks = [bounds(c) for axis in m["ticks"] for _, c in axis]
     for legend in m["legend"]:
         covered = [("a plot", b) for b in m["plots"]] + [("a tick label", b) for b in ticks]
         covered += [("an axis title", b) for b in m["axis_titles"]]

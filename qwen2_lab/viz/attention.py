@@ -158,7 +158,7 @@ def draw_attention_heads(d: AttentionHeads) -> go.Figure:
         "colour: share of the query's attention on each key (rows sum to 1; white above the diagonal = the masked"
         " future; the scale stretches small weights)",
         *d.notes,
-        height=60 + 200 * len(rows),
+        height=60 + (200 if cols > 2 else 380) * len(rows),  # one or two heads a row: wide panels, taller too
         top=24,
     )
 

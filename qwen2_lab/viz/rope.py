@@ -321,9 +321,8 @@ def draw_rope_distance_decay(d: DistanceDecay) -> go.Figure:
     ref_line(fig, x=d.original_context, text=f"trained window {d.original_context:,} ", log=True, dash="dot")
     scaled = d.ropes[1] if len(d.ropes) > 1 else None
     if scaled is not None and scaled.context != d.original_context:
-        ref_line(
-            fig, x=scaled.context, text=f"scaled window {scaled.context:,} ", log=True, color="#1f77b4", dash="dot"
-        )
+        ref_line(fig, x=scaled.context, text=f"scaled window {scaled.context:,} ", log=True, color="#1f77b4",
+                 dash="dot", at=0.93)  # fmt: skip
     fig.update_xaxes(type="log", title_text="relative distance d (query position − key position, tokens)")
     fig.update_yaxes(title_text="contribution to q·k / √head_dim")
     fig.update_layout(legend=dict(LEGEND_BELOW, font=dict(size=11)))

@@ -229,7 +229,7 @@ def base_layout(fig, title: str, *notes: str, height: int, top: int = 0):
     """
     lines = wrap(title, TITLE_CHARS)
     note_lines = [line for n in notes if n for line in wrap(n, NOTE_CHARS)]
-    head = 30 + 21 * len(lines) + 17 * len(note_lines) + 12 + top  # px from the top to the plots
+    head = 30 + 21 * len(lines) + 17 * len(note_lines) + 24 + top  # px from the top to the plots
     fig.update_layout(
         title=dict(
             text="<br>".join(lines), x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=28),
@@ -252,15 +252,19 @@ def subplots(**kw):
     return fig
 
 
-def ref_line(fig, *, x=None, y=None, text: str = "", log: bool = False, row=None, col=None, color="black", dash="dash"):
-    """A labelled reference line, vertical at x= or horizontal at y=. log=True when that axis is logarithmic: plotly
-    places shapes on a log axis by value but annotations by log10 of the value (add_hline's own label gets it wrong)."""
+def ref_line(fig, *, x=None, y=None, text: str = "", log: bool = False, row=None, col=None, color="black", dash="dash",
+             at: float = 1.0):  # fmt: skip
+    """A labelled reference line, vertical at x= or horizontal at y=; a vertical line's label hangs from `at` (a
+    fraction of the plot's height). log=True when that axis is logarithmic: plotly places shapes on a log axis by
+    value but annotations by log10 of the value (add_hline's own label gets it wrong)."""
     cell = dict(row=row, col=col) if row is not None else {}
     line = dict(color=color, dash=dash, width=1.5)
     label = dict(text=text, showarrow=False, font=dict(size=11, color=color), **cell)
     if x is not None:
         fig.add_vline(x=x, line=line, **cell)
-        fig.add_annotation(x=math.log10(x) if log else x, y=1, yref="y domain", xanchor="right", yanchor="top", **label)
+        fig.add_annotation(
+            x=math.log10(x) if log else x, y=at, yref="y domain", xanchor="right", yanchor="top", **label
+        )
     else:
         fig.add_hline(y=y, line=line, **cell)
         fig.add_annotation(
