@@ -39,6 +39,35 @@ def random_lab(moe: bool = False, dtype=torch.float32, seed: int = 0, **override
     return Lab(random_model(moe, dtype, seed, **overrides), None, name="random")
 
 
+def wait_for(condition, seconds: float = 60, what: str = "a condition"):
+    """Poll condition() until it returns something truthy, and return that; exceptions count as "not yet" (an element
+    not on the page yet, a value being replaced), and the last one is named if time runs out."""
+    import time
+
+    deadline, error = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            if value := condition():
+                return value
+        except Exception as e:
+            error = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {error!r})" if error else ""))
+
+
+def wait_until_still(read, seconds: float = 30, still: float = 0.5, what: str = "a value to settle"):
+    """Poll read() until it has not changed for `still` seconds; return that value."""
+    import time
+
+    deadline, last, since = time.monotonic() + seconds, read(), time.monotonic()
+    while time.monotonic() - since < still:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+        if (now := read()) != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 # ---- a headless browser -----------------------------------------------------------------------------------------
 
 CHROME_FLAGS = (
@@ -50,8 +79,9 @@ INSTALL_CHROMIUM = (
 )
 
 
-def start_chromium(profile_dir):
-    """A fresh headless chromium (selenium) with its own profile; pytest.skip where it cannot run here."""
+def start_chromium(profile_dir, env: dict | None = None):
+    """A fresh headless chromium (selenium) with its own profile folder; env: the browser's environment (e.g.
+    FONTCONFIG_FILE). pytest.skip where it cannot run here."""
     import shutil
 
     import pytest
@@ -66,22 +96,7 @@ def start_chromium(profile_dir):
     options.binary_location = chromium
     for flag in CHROME_FLAGS + [f"--user-data-dir={profile_dir}"]:
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(chromedriver))
-
-
-def wait_for(condition, seconds: float = 60, what: str = "the page"):
-    """Poll condition() (exceptions count as not yet) until it returns something truthy; return that."""
-    import time
-
-    deadline, error = time.monotonic() + seconds, None
-    while time.monotonic() < deadline:
-        try:
-            if value := condition():
-                return value
-        except Exception as e:  # an element not there yet, or replaced while being read
-            error = e
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {error!r})" if error else ""))
+    return webdriver.Chrome(options=options, service=Service(chromedriver, env=env))
 
 
 def family_lab(name: str, seed: int = 0, **overrides):
