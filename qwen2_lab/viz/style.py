@@ -217,6 +217,7 @@ def wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
 
 
+PAD = 40  # px above the title: room for plotly's mode bar (on hover) and a label a page puts over the corner
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0.01, xanchor="left")
 
 
@@ -229,10 +230,10 @@ def base_layout(fig, title: str, *notes: str, height: int, top: int = 0):
     """
     lines = wrap(title, TITLE_CHARS)
     note_lines = [line for n in notes if n for line in wrap(n, NOTE_CHARS)]
-    head = 30 + 21 * len(lines) + 17 * len(note_lines) + 24 + top  # px from the top to the plots
+    head = PAD + 2 + 21 * len(lines) + 17 * len(note_lines) + 24 + top  # px from the top to the plots
     fig.update_layout(
         title=dict(
-            text="<br>".join(lines), x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=28),
+            text="<br>".join(lines), x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=PAD),
             font=dict(size=16), subtitle=dict(text="<br>".join(note_lines), font=dict(size=12.5, color="#444444")),
         ),
         template="plotly_white",
