@@ -10,7 +10,7 @@ corrupted run one at a time, the answer's logit difference read at the last posi
                that puts the clean residual in (what TransformerLens's `generic_activation_patch` does: the whole model
                once per index). Its time per patch is measured on --naive-sample patches spread over the grid and
                multiplied by the number of patches (each is the same full forward), stated as such.
-  lab sweep    `qwen2_lab.experiments.patch_sweep`: each patch re-runs only its layers onward and its positions
+  lab sweep    `qwen2_lab.patching.patch_sweep`: each patch re-runs only its layers onward and its positions
                onward, reading the corrupted run's keys and values for the positions before it, batched.
 The sweep's values are checked against the naive loop's on the sampled patches. Aim: lab sweep <= 0.25x naive.
 """
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from qwen2_lab.experiments import patch_sweep
+    from qwen2_lab.patching import patch_sweep
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from .allocator import keep_freed_memory
 from .arch import arch_of
 from .edits import resolve
 from .facts import MODEL_TYPES
@@ -51,6 +52,8 @@ class Lab:
                 f" (model_type {model_type!r}); load one with qwen2_lab.load(...) or transformers' from_pretrained"
             )
         self.model = model.eval()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # repeated traces reuse their memory instead of faulting in fresh pages
         self.tokenizer = tokenizer
         self.name = name or model.config._name_or_path or model_type
         self.arch = arch_of(model.config, self.name)

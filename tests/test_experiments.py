@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from qwen2_lab import edits as E
-from qwen2_lab.experiments import compare_runs, head_patch_sweep, logit_attribution, naive_patch, patch_sweep
+from qwen2_lab.attribution import logit_attribution
+from qwen2_lab.experiments import compare_runs
+from qwen2_lab.patching import head_patch_sweep, naive_patch, patch_sweep
 from tests.helpers import random_lab
 
 CLEAN = [5, 17, 42, 8, 99, 23, 7, 61, 3]

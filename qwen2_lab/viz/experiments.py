@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from ..experiments import Attribution, RunDiff, Sweep
+from ..attribution import Attribution
+from ..experiments import RunDiff
+from ..patching import Sweep
 from .style import LEGEND_BELOW, base_layout, numpy, position_keys, subplots, token_axis, token_labels
 
 DIVERGING = "RdBu"  # red below 0, white at 0, blue above: the sign of an effect matters
@@ -40,7 +42,7 @@ class PatchingMap:
 
 def patching_heatmap_data(sweep) -> PatchingMap:
     """The numbers of patching_heatmap (see there)."""
-    sweep = _check(sweep, Sweep, "patching_heatmap", "experiments.patch_sweep(...)")
+    sweep = _check(sweep, Sweep, "patching_heatmap", "patching.patch_sweep(...)")
     if sweep.column_kind != "position":
         raise ValueError("patching_heatmap draws a sweep over positions; for heads use head_grid")
     return PatchingMap(numpy(sweep.recovered), sweep.layers, sweep.columns, token_labels(sweep.tokens), sweep.site,
@@ -66,7 +68,7 @@ def draw_patching_heatmap(d: PatchingMap) -> go.Figure:
 
 
 def patching_heatmap(sweep) -> go.Figure:
-    """A patching sweep over layers x positions (experiments.patch_sweep): which (layer, position) carries the
+    """A patching sweep over layers x positions (patching.patch_sweep): which (layer, position) carries the
     difference between the two prompts."""
     return draw_patching_heatmap(patching_heatmap_data(sweep))
 
@@ -90,12 +92,12 @@ def head_grid_data(result) -> HeadGrid:
     """The numbers of head_grid (see there), from a head sweep or a logit attribution."""
     if isinstance(result, Sweep):
         if result.column_kind != "head":
-            raise ValueError("head_grid draws a sweep over heads (experiments.head_patch_sweep)")
+            raise ValueError("head_grid draws a sweep over heads (patching.head_patch_sweep)")
         return HeadGrid(numpy(result.recovered), result.layers, result.group_size,
                         "Which heads carry the answer: each head's output patched from the clean run",
                         f"share of the logit difference recovered; clean {result.clean:+.2f}, corrupted"
                         f" {result.corrupted:+.2f}", "recovered")  # fmt: skip
-    result = _check(result, Attribution, "head_grid", "experiments.head_patch_sweep or logit_attribution")
+    result = _check(result, Attribution, "head_grid", "patching.head_patch_sweep or logit_attribution")
     what = "logit difference" if len(result.answer) == 2 else "logit"
     return HeadGrid(numpy(result.heads), list(range(result.heads.shape[0])), result.group_size,
                     f"Which heads write the answer: each head's direct share of the {what}",
@@ -122,7 +124,7 @@ def draw_head_grid(d: HeadGrid) -> go.Figure:
 
 def head_grid(result) -> go.Figure:
     """One value per (layer, query head), the heads of each KV group side by side between lines: a head patching
-    sweep (experiments.head_patch_sweep) or a direct logit attribution (experiments.logit_attribution)."""
+    sweep (patching.head_patch_sweep) or a direct logit attribution (attribution.logit_attribution)."""
     return draw_head_grid(head_grid_data(result))
 
 
