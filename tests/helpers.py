@@ -113,3 +113,13 @@ def family_lab(name: str, seed: int = 0, **overrides):
         setattr(config, key, value)
     torch.manual_seed(seed)
     return Lab(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval())
+
+
+def synthetic_trace(name: str, S: int, store: dict, **kw):
+    """A Trace with a Qwen2 release's shape (qwen2_lab.family()[name]) holding the tensors in `store` (random, made
+    by the test): a 72B forward is far too big for a test, a figure's limits are not. Tokens ' t1', ' t2', '\\n', ..."""
+    from qwen2_lab.arch import family
+    from qwen2_lab.trace import Trace
+
+    tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
+    return Trace(torch.arange(S), tokens, family()[name], torch.empty(0), store, **kw)

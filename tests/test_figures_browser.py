@@ -25,9 +25,8 @@ import torch
 from nbformat.sign import NotebookNotary
 
 from qwen2_lab import viz
-from qwen2_lab.arch import YARN_128K, family
-from qwen2_lab.trace import Trace
-from tests.helpers import wait_for
+from qwen2_lab.arch import YARN_128K
+from tests.helpers import synthetic_trace, wait_for
 
 TEXT = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B? The answer is {3,9}.\n"  # 41 tokens
 WIDTHS = (1280, 800)
@@ -69,24 +68,18 @@ Plotly.newPlot(div, fig.data, fig.layout, {responsive: true}).then(() => done(di
 """
 
 
-def synthetic(name: str, S: int, store: dict, **kw) -> Trace:
-    """A trace with a real release's shape and random tensors (the release is far too big to run here)."""
-    tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
-    return Trace(torch.arange(S), tokens, family()[name], torch.empty(0), store, **kw)
-
-
 @pytest.fixture(scope="module")
 def figures(tiny, tiny_moe):
     """Every view on the bundled models (41 tokens), and the widest ones at 72B / 57B-A14B shapes."""
     trace, moe = tiny.trace(TEXT, lens=5), tiny_moe.trace(TEXT, lens=5)
     torch.manual_seed(0)
     pattern = torch.randn(64, 64, 64).tril().softmax(-1)
-    big = synthetic("Qwen/Qwen2-72B-Instruct", 64, {"layers.0.attn.pattern": pattern},
+    big = synthetic_trace("Qwen/Qwen2-72B-Instruct", 64, {"layers.0.attn.pattern": pattern},
                     lens_ids=torch.randint(0, 1000, (80, 64, 5)), lens_probs=torch.rand(80, 64, 5))  # fmt: skip
     probs = torch.randn(40, 64).softmax(-1)
     weights, experts = probs.topk(8, -1)
     routing = {"router_probs": probs, "topk_experts": experts, "topk_weights": weights, "shared_gate": torch.rand(40)}
-    big_moe = synthetic("Qwen/Qwen2-57B-A14B-Instruct", 40, {f"layers.0.moe.{k}": v for k, v in routing.items()})
+    big_moe = synthetic_trace("Qwen/Qwen2-57B-A14B-Instruct", 40, {f"layers.0.moe.{k}": v for k, v in routing.items()})
     return {
         "attention_heads": viz.attention_heads(trace, 1),
         "attention_heads one head": viz.attention_heads(trace, 1, heads=[viz.most_structured_head(trace, 1)]),

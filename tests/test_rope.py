@@ -23,6 +23,13 @@ def yarn_model():
     return rope_model(YARN4)
 
 
+@pytest.fixture(scope="module")
+def yarn_qk(yarn_model):
+    """The YaRN model's Rope, and a random query and key before RoPE (head_dim 16)."""
+    torch.manual_seed(1)
+    return rope.rope_parameters(arch_of(yarn_model)), torch.randn(16), torch.randn(16)
+
+
 def test_default_inv_freq_equals_the_models(tiny):
     r = rope.rope_parameters(tiny.arch)
     assert torch.equal(r.inv_freq, tiny.model.model.rotary_emb.inv_freq.cpu())
@@ -56,10 +63,8 @@ def test_cos_sin_and_rotation_equal_the_models(yarn_model):
         torch.testing.assert_close(rope.rotate(q[h], range(12), r), q_rot[h], rtol=1e-6, atol=1e-6)
 
 
-def test_pair_scores_sum_to_the_rotated_dot_product(yarn_model):
-    r = rope.rope_parameters(arch_of(yarn_model))
-    torch.manual_seed(1)
-    q, k = torch.randn(16), torch.randn(16)
+def test_pair_scores_sum_to_the_rotated_dot_product(yarn_qk):
+    r, q, k = yarn_qk
     distances = [0, 1, 5, 100, 700]
     scores = rope.pair_scores(q, k, r, distances)  # [D, hd/2]
     for m in (0, 33):  # relative distance only: the key's own position does not matter
@@ -101,10 +106,8 @@ def test_scaling_arguments():
     assert rope.bands(64, 4) == [range(0, 16), range(16, 32), range(32, 48), range(48, 64)]
 
 
-def test_binned_pair_scores_are_the_mean_over_each_bin(yarn_model):
-    r = rope.rope_parameters(arch_of(yarn_model))
-    torch.manual_seed(2)
-    q, k = torch.randn(16), torch.randn(16)
+def test_binned_pair_scores_are_the_mean_over_each_bin(yarn_qk):
+    r, q, k = yarn_qk
     edges = [1, 2, 5, 40, 1000]
     binned = rope.pair_scores_binned(q, k, r, edges)  # [B, hd/2]
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):

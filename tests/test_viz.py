@@ -13,17 +13,9 @@ import torch
 
 from qwen2_lab import rope, viz
 from qwen2_lab.arch import YARN_128K, family, family_config
-from qwen2_lab.trace import Trace
+from tests.helpers import synthetic_trace
 
 BIG = 3_000_000  # bytes of figure JSON that still draw smoothly; the 72B-shaped figures must stay under it
-
-
-def synthetic(name: str, S: int, store: dict, **kw) -> Trace:
-    """A Trace with a real release's shape and random tensors: a 72B forward is far too big for a test."""
-    tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
-    return Trace(
-        token_ids=torch.arange(S), tokens=tokens, arch=family()[name], logits=torch.empty(0), store=store, **kw
-    )
 
 
 def causal_pattern(nH: int, S: int) -> torch.Tensor:
@@ -79,7 +71,7 @@ def test_attention_heads_choose_groups_heads_and_windows(tiny_trace):
 
 def test_attention_views_stay_within_limits_at_72b():
     S = 300
-    trace = synthetic("Qwen/Qwen2-72B-Instruct", S, {"layers.79.attn.pattern": causal_pattern(64, S)})
+    trace = synthetic_trace("Qwen/Qwen2-72B-Instruct", S, {"layers.79.attn.pattern": causal_pattern(64, S)})
     pattern = trace["layers.79.attn.pattern"]
     d = viz.attention_heads_data(trace, 79)
     assert d.heads == list(range(viz.MAX_HEADS)) and d.weights.shape == (16, viz.MAX_TOKENS, viz.MAX_TOKENS)
@@ -119,7 +111,9 @@ def test_head_structure_finds_the_head_with_a_pattern():
     p = share / share.sum()
     expect = share.sum() * (1 + (p * p.log()).sum() / math.log(7)) / 6
     assert viz.head_structure(one, range(8))[0] == pytest.approx(expect.item())
-    trace = synthetic("Qwen/Qwen2-0.5B-Instruct", S, {"layers.3.attn.pattern": torch.stack([uniform, previous] * 7)})
+    trace = synthetic_trace(
+        "Qwen/Qwen2-0.5B-Instruct", S, {"layers.3.attn.pattern": torch.stack([uniform, previous] * 7)}
+    )
     assert viz.most_structured_head(trace, 3) in {h for h in range(14) if h % 2}
     with pytest.raises(ValueError, match="at least two keys"):
         viz.head_structure(pattern[:, :2, :2])
@@ -312,7 +306,7 @@ def test_moe_views_stay_within_limits_at_57b():
         w, idx = probs.topk(k, -1)
         routing = {"router_probs": probs, "topk_experts": idx, "topk_weights": w, "shared_gate": torch.rand(S)}
         store |= {f"layers.{layer}.moe.{name}": v for name, v in routing.items()}
-    trace = synthetic("Qwen/Qwen2-57B-A14B-Instruct", S, store)
+    trace = synthetic_trace("Qwen/Qwen2-57B-A14B-Instruct", S, store)
     for fig in (viz.moe_expert_load(trace), viz.moe_routing(trace, 27), viz.moe_token(trace, 27, -1)):
         assert len(fig.to_json()) < BIG
     d = viz.moe_routing_data(trace, 27)
@@ -357,7 +351,7 @@ def test_logit_lens_without_a_lens_says_how(tiny):
 
 def test_logit_lens_stays_within_limits_at_72b():
     S = 300
-    trace = synthetic("Qwen/Qwen2-72B-Instruct", S, {}, lens_ids=torch.randint(0, 152064, (80, S, 5)),
+    trace = synthetic_trace("Qwen/Qwen2-72B-Instruct", S, {}, lens_ids=torch.randint(0, 152064, (80, S, 5)),
                       lens_probs=torch.rand(80, S, 5))  # fmt: skip
     d = viz.logit_lens_data(trace)
     assert d.probs.shape == (80, 32, 5) and not d.decoded and d.guesses[0, 0, 0].startswith("#")

@@ -8,8 +8,8 @@ import torch
 
 from qwen2_lab import rope, viz
 from qwen2_lab.arch import family
-from qwen2_lab.trace import Trace
 from qwen2_lab.widgets import AttentionExplorer, LensExplorer, MoEExplorer, RopeExplorer
+from tests.helpers import synthetic_trace
 
 TEXT = "The cat sat on the mat."
 
@@ -73,10 +73,7 @@ def test_attention_explorer_from_a_lab_traces_one_layer_and_new_inputs(tiny):
 def test_attention_explorer_stays_within_limits_at_72b():
     S = 200
     pattern = torch.rand(64, S, S).tril()
-    arch = family()["Qwen/Qwen2-72B-Instruct"]
-    trace = Trace(
-        torch.arange(S), [f"t{i}" for i in range(S)], arch, torch.empty(0), {"layers.5.attn.pattern": pattern}
-    )
+    trace = synthetic_trace("Qwen/Qwen2-72B-Instruct", S, {"layers.5.attn.pattern": pattern})
     ex = AttentionExplorer(trace, layer=5)
     assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.subtitle.text
     ex.group.value = 7
