@@ -192,8 +192,9 @@ def draw_rope_rotation(d: RopeRotation) -> go.Figure:
     """One square plane per pair: the query's path, the keys, and the query itself as a star."""
     h, S = d.rope.n_pairs, len(d.labels)
     lam = R.wavelengths(d.rope.inv_freq).numpy()
-    titles = [f"pair {j} (dims {j}, {j + h})<br>{lam[j]:,.4g} tokens per turn" for j in d.pairs]
+    titles = [f"pair {j} (dims {j}, {j + h})<br>{lam[j]:.3g} tokens a turn" for j in d.pairs]
     fig = subplots(rows=1, cols=len(d.pairs), horizontal_spacing=0.07, subplot_titles=titles)
+    fig.update_annotations(font_size=11)  # two lines over each of up to 8 narrow planes
     path_names = [f"pos {x}" + (f" {at(d.labels, x)}" if x < S else "") for x in d.path_positions]
     query_name = ("the model's q_rot" if d.own else "the query") + f" at {at(d.labels, d.token)}"
     for c, j in enumerate(d.pairs):
