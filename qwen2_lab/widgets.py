@@ -49,13 +49,14 @@ def inputs_text(inputs, tokenizer=None) -> str:
 
 
 def with_text(inputs, text: str):
-    """The inputs that text typed in the box stands for: in a chat, the chat with its last user message replaced
-    (system prompt and earlier turns kept); otherwise the text itself."""
+    """The inputs that text typed in the box stands for: in a chat, the chat up to its last user message, with the
+    text as that message (the system prompt and earlier turns kept, a reply to the old message dropped); otherwise
+    the text itself."""
     if not is_chat(inputs):
         return text
     messages = normalize_messages(inputs)
     last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages))
-    return messages[:last] + [{"role": "user", "content": text}] + messages[last + 1 :]
+    return messages[:last] + [{"role": "user", "content": text}]
 
 
 def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:

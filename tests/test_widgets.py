@@ -143,10 +143,11 @@ def test_moe_explorer_shows_the_token_slider_only_where_it_acts(tiny_moe_trace):
 
 
 def test_moe_explorer_text_box_shows_the_chat_as_text(tiny_moe):
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"}]  # fmt: skip
     ex = MoEExplorer(tiny_moe, chat)
     assert ex.text.value == "What is 2+2?" and ex.text.description == "user"  # the user's words, not a repr
-    ex.text.value = "What is 3+3?"  # typed: the same chat, with the new question
+    ex.text.value = "What is 3+3?"  # typed: the same chat, with the new question (the old answer dropped)
     assert ex.source.inputs == [chat[0], {"role": "user", "content": "What is 3+3?"}]
     assert ex.source.get().tokens == tiny_moe.trace(ex.source.inputs, sites=["logits"]).tokens
     assert ex.text.value == "What is 3+3?"
