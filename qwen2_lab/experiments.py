@@ -27,7 +27,8 @@ class RunDiff:
     position: where the answer is read (default the last). answer_logits: {token id: (logit in a, logit in b)}.
     logit_diff: (a, b) of logit[right] - logit[wrong] when the answer is a pair. kl: [S] KL(a || b) of the
     next-token distributions at every position (when both have the same tokens count). top_a, top_b: the k most
-    probable next tokens at `position` as (id, probability). site_change: {site: |b - a| / |a|} over the sites both
+    probable next tokens at `position` as (id, probability). top: the tokens of either list, most probable in a
+    first, as (id, probability in a, probability in b). site_change: {site: |b - a| / |a|} over the sites both
     kept with the same shape, in forward order.
     """
 
@@ -37,6 +38,7 @@ class RunDiff:
     kl: torch.Tensor | None
     top_a: list[tuple[int, float]]
     top_b: list[tuple[int, float]]
+    top: list[tuple[int, float, float]]
     site_change: dict[str, float] = field(default_factory=dict)
     edits: list = field(default_factory=list)
 
@@ -78,13 +80,17 @@ def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int 
     if len(a.tokens) == len(b.tokens):
         pa, pb = F.log_softmax(a.logits.float(), -1), F.log_softmax(b.logits.float(), -1)
         kl = (pa.exp() * (pa - pb)).sum(-1)  # (S,)
-    top = lambda x: [(int(i), float(p)) for p, i in zip(*torch.softmax(x, -1).topk(k))]  # noqa: E731
+    pa, pb = torch.softmax(la, -1), torch.softmax(lb, -1)
+    top_a, top_b = [[(int(i), float(p)) for p, i in zip(*probs.topk(k))] for probs in (pa, pb)]
+    both = list(dict.fromkeys([i for i, _ in top_a + top_b]))
+    both.sort(key=lambda i: -float(pa[i]))
+    top = [(i, float(pa[i]), float(pb[i])) for i in both]
     change = {
         s: float((b[s].float() - a[s].float()).norm() / a[s].float().norm().clamp_min(1e-30))
         for s in a.sites()
         if s in b and b[s].shape == a[s].shape and s != "logits" and a[s].is_floating_point()
     }
-    return RunDiff(pos, logits, diff, kl, top(la), top(lb), change, edits=list(b.edits))
+    return RunDiff(pos, logits, diff, kl, top_a, top_b, top, change, edits=list(b.edits))
 
 
 # ---- two generations: where they part ------------------------------------------------------------------------------

@@ -24,8 +24,11 @@ import pytest
 import torch
 from nbformat.sign import NotebookNotary
 
-from qwen2_lab import viz
+from qwen2_lab import edits, viz
 from qwen2_lab.arch import YARN_128K
+from qwen2_lab.attribution import logit_attribution
+from qwen2_lab.experiments import compare_runs
+from qwen2_lab.patching import patch_sweep
 from tests.helpers import synthetic_trace, wait_for
 
 TEXT = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B? The answer is {3,9}.\n"  # 41 tokens
@@ -80,7 +83,22 @@ def figures(tiny, tiny_moe):
     weights, experts = probs.topk(8, -1)
     routing = {"router_probs": probs, "topk_experts": experts, "topk_weights": weights, "shared_gate": torch.rand(40)}
     big_moe = synthetic_trace("Qwen/Qwen2-57B-A14B-Instruct", 40, {f"layers.0.moe.{k}": v for k, v in routing.items()})
+    chat = [{"role": "user", "content": TEXT}]
+    gen = tiny.generate_steps(chat, max_new_tokens=12, do_sample=True, temperature=0.9, seed=0,
+                              sites=["layers.1.attn.pattern"])  # fmt: skip
+    ask = lambda b: [{"role": "user", "content": f"A={{3,5,7,9}}, B={b}. What is A∩B?"},  # noqa: E731
+                     {"role": "assistant", "content": "A∩B={"}]  # fmt: skip
+    sweep = patch_sweep(tiny, ask("{1,3,4,8}"), ask("{1,5,4,8}"), answer=("3", "5"))
+    clean = tiny.trace(ask("{1,3,4,8}"))
+    diff = compare_runs(clean, tiny.trace(ask("{1,3,4,8}"), edits=edits.zero_heads(3, [0, 1])), answer=(17, 19))
     return {
+        "token_confidence": viz.token_confidence(gen),
+        "candidates": viz.candidates(gen, 2),
+        "kv_cache_growth": viz.kv_cache_growth(gen),
+        "generated_attention": viz.generated_attention(gen, 1),
+        "patching_heatmap": viz.patching_heatmap(sweep),
+        "head_grid": viz.head_grid(logit_attribution(tiny_moe, ask("{1,3,4,8}"), answer=("3", "5"))),
+        "edit_effect": viz.edit_effect(diff, tiny.tokens),
         "attention_heads": viz.attention_heads(trace, 1),
         "attention_heads one head": viz.attention_heads(trace, 1, heads=[viz.most_structured_head(trace, 1)]),
         "attention_heads 72B last 24": viz.attention_heads(big, 0, positions=slice(-24, None)),

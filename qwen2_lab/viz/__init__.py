@@ -1,4 +1,5 @@
-"""Figures of Qwen2's insides: one function per view, a Trace (or an Arch) in, a `plotly.graph_objects.Figure` out.
+"""Figures of Qwen2's insides: one function per view, a Trace (or an Arch, a Generation, an experiment's result) in,
+a `plotly.graph_objects.Figure` out.
 
     from qwen2_lab import load, viz
     lab = load("tiny")
@@ -28,6 +29,31 @@ from .attention import (
     head_overlap,
     head_structure,
     most_structured_head,
+)
+from .experiments import (
+    draw_edit_effect,
+    draw_head_grid,
+    draw_patching_heatmap,
+    edit_effect,
+    edit_effect_data,
+    head_grid,
+    head_grid_data,
+    patching_heatmap,
+    patching_heatmap_data,
+)
+from .generation import (
+    candidates,
+    candidates_data,
+    draw_candidates,
+    draw_generated_attention,
+    draw_kv_cache_growth,
+    draw_token_confidence,
+    generated_attention,
+    generated_attention_data,
+    kv_cache_growth,
+    kv_cache_growth_data,
+    token_confidence,
+    token_confidence_data,
 )
 from .lens import draw_lens_position, draw_logit_lens, lens_position, lens_position_data, logit_lens, logit_lens_data
 from .memory import draw_kv_cache_memory, kv_cache_memory, kv_cache_memory_data
@@ -69,6 +95,15 @@ VIEWS = {  # name: (data function, draw function); the view itself is viz.<name>
     "logit_lens": (logit_lens_data, draw_logit_lens),
     "lens_position": (lens_position_data, draw_lens_position),
     "residual_norms": (residual_norms_data, draw_residual_norms),
+    # generation (a Generation in)
+    "token_confidence": (token_confidence_data, draw_token_confidence),
+    "candidates": (candidates_data, draw_candidates),
+    "kv_cache_growth": (kv_cache_growth_data, draw_kv_cache_growth),
+    "generated_attention": (generated_attention_data, draw_generated_attention),
+    # experiments (a Sweep, an Attribution or a RunDiff in)
+    "patching_heatmap": (patching_heatmap_data, draw_patching_heatmap),
+    "head_grid": (head_grid_data, draw_head_grid),
+    "edit_effect": (edit_effect_data, draw_edit_effect),
 }
 
 __all__ = [
@@ -85,6 +120,13 @@ __all__ = [
     "logit_lens",
     "lens_position",
     "residual_norms",
+    "token_confidence",
+    "candidates",
+    "kv_cache_growth",
+    "generated_attention",
+    "patching_heatmap",
+    "head_grid",
+    "edit_effect",
     # each view's numbers, and its drawing of them
     "attention_heads_data",
     "draw_attention_heads",
@@ -110,6 +152,20 @@ __all__ = [
     "draw_lens_position",
     "residual_norms_data",
     "draw_residual_norms",
+    "token_confidence_data",
+    "draw_token_confidence",
+    "candidates_data",
+    "draw_candidates",
+    "kv_cache_growth_data",
+    "draw_kv_cache_growth",
+    "generated_attention_data",
+    "draw_generated_attention",
+    "patching_heatmap_data",
+    "draw_patching_heatmap",
+    "head_grid_data",
+    "draw_head_grid",
+    "edit_effect_data",
+    "draw_edit_effect",
     # which head to look at, how alike heads attend
     "head_structure",
     "most_structured_head",
