@@ -389,3 +389,154 @@ class LensExplorer(Explorer):
         if self.view.value == "all positions":
             return viz.logit_lens(trace, tokenizer=self.tokenizer)
         return viz.lens_position(trace, self.position.value, tokenizer=self.tokenizer)
+
+
+class EditExplorer(Explorer):
+    """Switch heads (and, on a Qwen2-MoE, routed experts) off and on, and see the answer change at once
+    (viz.edit_effect: the answer tokens' logits and the next token's probabilities, as built against as edited).
+
+    `answer`: the tokens to follow, (right, wrong) ids or one-token texts, or one token; None follows the unedited
+    run's most probable next token. Callbacks: toggle_head(layer, head), toggle_expert(layer, expert), clear().
+    """
+
+    name = "EditExplorer"
+
+    def __init__(self, lab: Lab, inputs, answer=None, *, layer: int = 0):
+        from .edits import drop_expert, zero_heads
+        from .inputs import token_id
+
+        if not isinstance(lab, Lab):
+            raise TypeError(f"{self.name} takes a Lab and inputs; got {type(lab).__name__}")
+        src = Source(lab, inputs, [], view=self.name)
+        self.lab, self._zero_heads, self._drop_expert = lab, zero_heads, drop_expert
+        self.heads_off: set[tuple[int, int]] = set()
+        self.experts_off: set[tuple[int, int]] = set()
+        self.clean = lab.trace(inputs, sites=[])
+        if answer is None:
+            answer = int(self.clean.logits[-1].argmax())
+        pair = isinstance(answer, (list, tuple))
+        self.answer = tuple(token_id(lab.tokenizer, a, lab.arch.vocab) for a in (answer if pair else [answer]))
+        arch = lab.arch
+        self.layer = _slider("layer", arch.n_layers, layer)
+        self.head_buttons = [W.ToggleButton(description=f"{h // arch.group_size}.{h % arch.group_size}",
+                                            tooltip=f"head {h} (KV group {h // arch.group_size})",
+                                            layout=W.Layout(width="52px")) for h in range(arch.n_heads)]  # fmt: skip
+        self.expert_buttons = [W.ToggleButton(description=f"E{e}", layout=W.Layout(width="52px"))
+                               for e in range(arch.n_experts)]  # fmt: skip
+        for h, b in enumerate(self.head_buttons):
+            b.observe(lambda c, h=h: self._pressed(self.heads_off, h, c["new"]), names="value")
+        for e, b in enumerate(self.expert_buttons):
+            b.observe(lambda c, e=e: self._pressed(self.experts_off, e, c["new"]), names="value")
+        self.layer.observe(lambda c: self._sync_buttons(), names="value")
+        self.clear_button = W.Button(description="all back on")
+        self.clear_button.on_click(lambda b: self.clear())
+        rows = [W.HBox([W.Label("heads off (KV group.head):"), *self.head_buttons])]
+        if arch.is_moe:
+            rows.append(W.HBox([W.Label("experts dropped:"), *self.expert_buttons]))
+        super().__init__(src, [self.layer], [W.VBox([W.HBox([self.layer, self.clear_button]), *rows])])
+        self._sync_buttons()
+        self.update()
+
+    def _pressed(self, off: set, index: int, pressed: bool) -> None:
+        if self._holding:
+            return
+        key = (self.layer.value, index)
+        (off.add if pressed else off.discard)(key)
+        self.update()
+
+    def _sync_buttons(self) -> None:
+        """Show the current layer's heads and experts as they are (pressed = off)."""
+        layer = self.layer.value
+        with self.holding():
+            for h, b in enumerate(self.head_buttons):
+                b.value = (layer, h) in self.heads_off
+            moe_layer = layer in self.lab.arch.moe_layers
+            for e, b in enumerate(self.expert_buttons):
+                b.value, b.disabled = (layer, e) in self.experts_off, not moe_layer
+
+    def toggle_head(self, layer: int, head: int) -> EditExplorer:
+        """Switch a query head off (or back on) and redraw."""
+        self._check(layer, head, self.lab.arch.n_heads, "head")
+        self.heads_off ^= {(layer, head)}
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def toggle_expert(self, layer: int, expert: int) -> EditExplorer:
+        """Take a routed expert out of a MoE layer's routing (or put it back) and redraw."""
+        self._check(layer, expert, self.lab.arch.n_experts, "expert")
+        if layer not in self.lab.arch.moe_layers:
+            raise ValueError(f"layer {layer} is not a MoE layer; the MoE layers are {list(self.lab.arch.moe_layers)}")
+        self.experts_off ^= {(layer, expert)}
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def clear(self) -> EditExplorer:
+        """Everything back on."""
+        self.heads_off, self.experts_off = set(), set()
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def _check(self, layer: int, index: int, n: int, what: str) -> None:
+        if not 0 <= layer < self.lab.arch.n_layers or not 0 <= index < n:
+            raise ValueError(f"{self.name}: layer {layer}, {what} {index}: this model has layers 0..{self.lab.arch.n_layers - 1}"
+                             f" and {what}s 0..{n - 1}")  # fmt: skip
+
+    def edits(self) -> list:
+        """The edits the switches stand for (qwen2_lab.edits), for lab.trace or lab.generate."""
+        out = [self._zero_heads(L, [h]) for L, h in sorted(self.heads_off)]
+        return out + [self._drop_expert(L, e) for L, e in sorted(self.experts_off)]
+
+    def edited(self) -> Trace:
+        return self.lab.trace(self.source.inputs, sites=[], edits=self.edits())
+
+    def probability(self, token) -> float:
+        """The edited run's probability of `token` (an id or a one-token text) as the next token."""
+        from .inputs import token_id
+
+        i = token_id(self.lab.tokenizer, token, self.lab.arch.vocab)
+        return float(self.edited().logits[-1].float().softmax(-1)[i])
+
+    def _inputs_changed(self) -> None:
+        self.clean = self.lab.trace(self.source.inputs, sites=[])
+
+    def draw(self) -> go.Figure:
+        from .experiments import compare_runs
+
+        answer = self.answer if len(self.answer) == 2 else self.answer[0]
+        return viz.edit_effect(compare_runs(self.clean, self.edited(), answer=answer), self.lab.tokens)
+
+
+class GenerationExplorer(Explorer):
+    """Scrub through a recorded generation (lab.generate_steps): each step's candidates raw and after the sampling
+    processors (viz.candidates), the whole answer by confidence (viz.token_confidence), the KV cache growing
+    (viz.kv_cache_growth), and, when the steps kept a layer's attention pattern, where each token looked
+    (viz.generated_attention). Callback: show(step=3, view="candidates")."""
+
+    name = "GenerationExplorer"
+    views = ("candidates", "confidence", "kv cache", "attention")
+    uses = {"candidates": ("step",), "confidence": (), "kv cache": (), "attention": ("layer",)}
+
+    def __init__(self, gen, *, step: int = 0):
+        from .generate import Generation
+
+        if not isinstance(gen, Generation) or not gen.steps:
+            raise TypeError(f"{self.name} takes a Generation with steps: gen = lab.generate_steps(inputs, ...)")
+        self.gen = gen
+        self.step = _slider("step", len(gen.steps), step)
+        kept = sorted({int(s.split(".")[1]) for s in gen.steps[0].sites if s.endswith(".attn.pattern")})
+        self.layer = W.Dropdown(options=kept or [0], value=(kept or [0])[0], description="layer", disabled=not kept)
+        super().__init__(Source(gen.lab.arch, None, [], view=self.name, arch_ok=True), [self.step, self.layer])
+        self.update()
+
+    def draw(self) -> go.Figure:
+        view = self.view.value
+        if view == "candidates":
+            return viz.candidates(self.gen, self.step.value)
+        if view == "confidence":
+            return viz.token_confidence(self.gen)
+        if view == "kv cache":
+            return viz.kv_cache_growth(self.gen)
+        return viz.generated_attention(self.gen, self.layer.value)

@@ -177,3 +177,62 @@ def test_explorers_need_something_to_show(tiny):
         LensExplorer("some text")
     with pytest.raises(AttributeError, match="no control 'colour'"):
         AttentionExplorer(lab, "x").show(colour=1)
+
+
+def ask_set(b):
+    return [
+        {"role": "user", "content": f"A={{3,5,7,9}}, B={b}. What is A∩B?"},
+        {"role": "assistant", "content": "A∩B={"},
+    ]
+
+
+def test_edit_explorer_switches_heads_and_redraws_the_answer(tiny):
+    from qwen2_lab import edits
+    from qwen2_lab.widgets import EditExplorer
+
+    ex = EditExplorer(tiny, ask_set("{1,3,4,8}"), answer=("3", "5"), layer=3)
+    before = list(ex.figure.data[0].y)  # the answer tokens' logits, unedited (data[2]: edited)
+    assert before[0] == pytest.approx(float(ex.clean.logits[-1, tiny.tokenizer.encode("3")[0]]))
+    ex.toggle_head(3, 0).toggle_head(2, 2)
+    assert ex.heads_off == {(3, 0), (2, 2)} and ex.head_buttons[0].value  # layer 3's head 0 shows pressed
+    expected = tiny.trace(ask_set("{1,3,4,8}"), sites=[], edits=[edits.zero_heads(2, [2]), edits.zero_heads(3, [0])])
+    three = tiny.tokenizer.encode("3")[0]
+    assert ex.probability("3") == pytest.approx(float(expected.logits[-1].softmax(-1)[three]), rel=1e-6)
+    assert list(ex.figure.data[2].y)[0] == pytest.approx(float(expected.logits[-1, three]), rel=1e-6)
+    ex.head_buttons[1].value = True  # a click in the browser: layer 3, head 1 off
+    assert (3, 1) in ex.heads_off
+    ex.show(layer=2)
+    assert ex.head_buttons[2].value and not ex.head_buttons[1].value  # the buttons show layer 2 now
+    ex.clear()
+    assert not ex.heads_off and ex.probability("3") == pytest.approx(float(ex.clean.logits[-1].softmax(-1)[three]))
+    with pytest.raises(ValueError, match="heads 0..7"):
+        ex.toggle_head(3, 8)
+    with pytest.raises(ValueError, match="not a MoE layer"):
+        ex.toggle_expert(0, 1)
+
+
+def test_edit_explorer_drops_experts_on_a_moe(tiny_moe):
+    from qwen2_lab import edits
+    from qwen2_lab.widgets import EditExplorer
+
+    ex = EditExplorer(tiny_moe, ask_set("{1,3,4,8}"), layer=1)
+    ex.toggle_expert(1, 3)
+    assert ex.experts_off == {(1, 3)} and ex.expert_buttons[3].value
+    expected = tiny_moe.trace(ask_set("{1,3,4,8}"), sites=[], edits=edits.drop_expert(1, 3))
+    assert ex.probability(ex.answer[0]) == pytest.approx(float(expected.logits[-1].softmax(-1)[ex.answer[0]]))
+
+
+def test_generation_explorer_scrubs_through_the_steps(tiny):
+    from qwen2_lab.widgets import GenerationExplorer
+
+    gen = tiny.generate_steps([{"role": "user", "content": "A={2,5,8}, B={1,5,7}. What is A∩B?"}], max_new_tokens=6,
+                              do_sample=True, temperature=0.9, seed=0, sites=["layers.2.attn.pattern"])  # fmt: skip
+    ex = GenerationExplorer(gen)
+    ex.show(step=3)
+    assert "Step 3" in ex.figure.layout.title.text
+    assert list(ex.figure.data[0].y) == pytest.approx(viz.candidates_data(gen, 3).raw.tolist())
+    ex.show(view="attention")
+    assert ex.layer.layout.display is None and ex.step.layout.display == "none"
+    assert ex.figure.data[0].z is not None and "Layer 2" in ex.figure.layout.title.text
+    ex.show(view="kv cache")
+    assert list(ex.figure.data[0].x) == list(range(len(gen.steps)))
