@@ -464,9 +464,9 @@ class EditExplorer(Explorer):
 
     def toggle_expert(self, layer: int, expert: int) -> EditExplorer:
         """Take a routed expert out of a MoE layer's routing (or put it back) and redraw."""
-        self._check(layer, expert, self.lab.arch.n_experts, "expert")
         if layer not in self.lab.arch.moe_layers:
             raise ValueError(f"layer {layer} is not a MoE layer; the MoE layers are {list(self.lab.arch.moe_layers)}")
+        self._check(layer, expert, self.lab.arch.n_experts, "expert")
         self.experts_off ^= {(layer, expert)}
         self._sync_buttons()
         self.update()
