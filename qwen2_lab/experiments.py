@@ -41,6 +41,10 @@ class RunDiff:
     top: list[tuple[int, float, float]]
     site_change: dict[str, float] = field(default_factory=dict)
     edits: list = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # token texts, when compare_runs was given `tokens`
+
+    def name(self, token: int) -> str:
+        return repr(self.names[token]) if token in self.names else str(token)
 
     def __str__(self) -> str:
         lines = [f"at position {self.position}:"]
@@ -48,11 +52,11 @@ class RunDiff:
             a, b = self.logit_diff
             lines.append(f"  logit difference (right - wrong): {a:+.3f} -> {b:+.3f} ({b - a:+.3f})")
         for tid, (a, b) in self.answer_logits.items():
-            lines.append(f"  logit of token {tid}: {a:.3f} -> {b:.3f}")
+            lines.append(f"  logit of token {self.name(tid)}: {a:.3f} -> {b:.3f}")
         if self.kl is not None:
             lines.append(f"  KL(a || b) here {float(self.kl[self.position]):.4f}; largest {float(self.kl.max()):.4f}")
-        lines.append("  top before: " + ", ".join(f"{t} ({p:.2f})" for t, p in self.top_a))
-        lines.append("  top after:  " + ", ".join(f"{t} ({p:.2f})" for t, p in self.top_b))
+        lines.append("  top before: " + ", ".join(f"{self.name(t)} ({p:.2f})" for t, p in self.top_a))
+        lines.append("  top after:  " + ", ".join(f"{self.name(t)} ({p:.2f})" for t, p in self.top_b))
         changed = [(s, c) for s, c in self.site_change.items() if c > 0]
         if changed:
             lines.append(f"  first site that changed: {changed[0][0]} ({changed[0][1]:.2g} relative)")
@@ -61,8 +65,9 @@ class RunDiff:
     _repr_pretty_ = lambda self, p, cycle: p.text(str(self))  # noqa: E731
 
 
-def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5) -> RunDiff:
-    """Compare two runs. answer: a token id, a list of them, or (right, wrong) for a logit difference."""
+def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5, tokens=None) -> RunDiff:
+    """Compare two runs. answer: a token id, a list of them, or (right, wrong) for a logit difference. tokens: a
+    function from ids to texts (lab.tokens), to name tokens when printed."""
     pos = position % len(a.tokens)
     if pos >= len(b.tokens):
         raise ValueError(f"position {position} is outside run b ({len(b.tokens)} tokens)")
@@ -90,7 +95,9 @@ def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int 
         for s in a.sites()
         if s in b and b[s].shape == a[s].shape and s != "logits" and a[s].is_floating_point()
     }
-    return RunDiff(pos, logits, diff, kl, top_a, top_b, top, change, edits=list(b.edits))
+    named = list(dict.fromkeys(ids + [i for i, _, _ in top]))
+    names = dict(zip(named, tokens(named))) if tokens is not None else {}
+    return RunDiff(pos, logits, diff, kl, top_a, top_b, top, change, edits=list(b.edits), names=names)
 
 
 # ---- two generations: where they part ------------------------------------------------------------------------------
