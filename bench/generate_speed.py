@@ -22,30 +22,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qwen2_lab from a clone
-
-SHAPES = {"0.5B": "Qwen/Qwen2-0.5B-Instruct", "1.5B": "Qwen/Qwen2-1.5B-Instruct", "7B": "Qwen/Qwen2-7B-Instruct"}
-
-
-def build(model: str, device: str, dtype: str):
-    """A Lab: a bundled model by name, or random weights in a real Qwen2 shape with the real Qwen2 tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import qwen2_lab
-    from qwen2_lab.arch import family_config
-    from qwen2_lab.loading import pick_device
-
-    if model not in SHAPES:
-        return qwen2_lab.load(model, device=device, dtype=dtype)
-    torch.manual_seed(0)  # the speed of a forward pass does not depend on the weights' values
-    dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
-    hf = AutoModelForCausalLM.from_config(family_config(SHAPES[model]), dtype=dtype).to(pick_device(device))
-    return qwen2_lab.Lab(hf, qwen2_lab.qwen2_tokenizer(), name=f"random {model} shape")
+from common import build  # noqa: E402
 
 
 def rows(lab, new_tokens: int) -> dict:

@@ -19,28 +19,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qwen2_lab from a clone
-
-SHAPES = {"0.5B": "Qwen/Qwen2-0.5B-Instruct", "1.5B": "Qwen/Qwen2-1.5B-Instruct", "7B": "Qwen/Qwen2-7B-Instruct"}
-
-
-def build(model: str, device: str, dtype: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import qwen2_lab
-    from qwen2_lab.arch import family_config
-
-    if model not in SHAPES:
-        return qwen2_lab.load(model, device=device, dtype=dtype)
-    torch.manual_seed(0)
-    dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
-    hf = AutoModelForCausalLM.from_config(family_config(SHAPES[model]), dtype=dtype).to(device).eval()
-    return qwen2_lab.Lab(hf, None, name=f"random {model} shape")
+from common import build  # noqa: E402
 
 
 def naive_patch(model, ids, clean_hidden, layer: int, pos: int, answer) -> float:
@@ -78,7 +59,7 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    lab = build(args.model, args.device, args.dtype)
+    lab = build(args.model, args.device, args.dtype, tokenizer=False)
     gen = torch.Generator().manual_seed(0)
     vocab = min(lab.arch.vocab, 150_000)
     clean = torch.randint(0, vocab, (args.tokens,), generator=gen)

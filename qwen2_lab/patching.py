@@ -99,13 +99,7 @@ def patch_sweep(
     if site not in SWEEP_SITES:
         raise ValueError(f"site must be one of {SWEEP_SITES}, got {site!r}")
     arch = lab.arch
-    clean_ids, bad_ids = lab.encode(clean), lab.encode(corrupted)
-    if len(clean_ids) != len(bad_ids):
-        raise ValueError(f"clean and corrupted must have as many tokens: {len(clean_ids)} vs {len(bad_ids)}")
-    right_wrong = answer_ids(lab, answer)
-    layers = list(range(arch.n_layers)) if layers is None else [int(i) for i in layers]
-    positions = list(range(len(bad_ids))) if positions is None else [int(p) % len(bad_ids) for p in positions]
-    SiteFilter(None, layers).check(arch)
+    clean_ids, bad_ids, right_wrong, layers, positions = sweep_inputs(lab, clean, corrupted, answer, layers, positions)
     names = [f"layers.{i}.{block_site(arch, i, site)}" for i in layers]
     clean_run = lab.trace(clean_ids, sites=names + ["layers.*.resid_post"])
     base = lab.trace(bad_ids, sites=REUSED)
@@ -123,14 +117,8 @@ def head_patch_sweep(lab, clean, corrupted, answer, *, layers=None, positions=No
     """Patch each query head's output (attn.z) of the clean run into the corrupted run, at `positions` (default
     every position), one head at a time: [layers, query heads] of the answer's logit difference."""
     arch = lab.arch
-    clean_ids, bad_ids = lab.encode(clean), lab.encode(corrupted)
-    if len(clean_ids) != len(bad_ids):
-        raise ValueError(f"clean and corrupted must have as many tokens: {len(clean_ids)} vs {len(bad_ids)}")
-    right_wrong = answer_ids(lab, answer)
-    layers = list(range(arch.n_layers)) if layers is None else [int(i) for i in layers]
-    SiteFilter(None, layers).check(arch)
-    S = len(bad_ids)
-    positions = list(range(S)) if positions is None else sorted({int(p) % S for p in positions})
+    clean_ids, bad_ids, right_wrong, layers, positions = sweep_inputs(lab, clean, corrupted, answer, layers, positions)
+    positions = sorted(set(positions))
     clean_run = lab.trace(clean_ids, sites=[f"layers.{i}.attn.z" for i in layers] + ["layers.*.resid_post"])
     base = lab.trace(bad_ids, sites=REUSED)
     first = positions[0]  # nothing before the first patched position changes
@@ -142,6 +130,19 @@ def head_patch_sweep(lab, clean, corrupted, answer, *, layers=None, positions=No
     diffs = rerun(lab, base, first, patches, right_wrong, batch)
     return Sweep("attn.z", layers, list(range(arch.n_heads)), "head", diffs.view(len(layers), arch.n_heads),
                  _diff(lab, clean_run, right_wrong), _diff(lab, base, right_wrong), base.tokens, arch.group_size)  # fmt: skip
+
+
+def sweep_inputs(lab, clean, corrupted, answer, layers, positions) -> tuple:
+    """What every sweep checks first: two inputs of one length, (right, wrong) tokens, layers and positions in range.
+    Returns (clean ids, corrupted ids, (right, wrong), layers, positions)."""
+    clean_ids, bad_ids = lab.encode(clean), lab.encode(corrupted)
+    if len(clean_ids) != len(bad_ids):
+        raise ValueError(f"clean and corrupted must have as many tokens: {len(clean_ids)} vs {len(bad_ids)}")
+    layers = list(range(lab.arch.n_layers)) if layers is None else [int(i) for i in layers]
+    SiteFilter(None, layers).check(lab.arch)
+    S = len(bad_ids)
+    positions = list(range(S)) if positions is None else [int(p) % S for p in positions]
+    return clean_ids, bad_ids, answer_ids(lab, answer), layers, positions
 
 
 def _diff(lab, trace, answer) -> float:
