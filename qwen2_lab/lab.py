@@ -4,10 +4,13 @@
     lab.arch                                   # the shape, in plain numbers
     trace = lab.trace("1+1=", sites=["layers.*.attn.pattern"])
     for stage in lab.step("1+1="): ...         # every stage, one at a time
-    lab.generate([{"role": "user", "content": "Hi"}], max_new_tokens=20)
+    lab.trace("1+1=", edits=edits.zero_heads(1, [0]))           # the same, with a change made on the way
+    gen = lab.generate_steps([{"role": "user", "content": "Hi"}], max_new_tokens=20)   # every token's choice
 
 Inputs everywhere: a string (tokenized as is: Qwen2 adds no BOS), chat messages (role/content dicts, rendered with
-the chat template and the assistant prompt), or token ids (a list or a 1-D tensor).
+the chat template and the assistant prompt), or token ids (a list or a 1-D tensor): see qwen2_lab/inputs.py.
+The Lab is the place to trace and step; generation lives in qwen2_lab/generate.py (`generate_steps`, `generate` and
+`stream` here are its doors), edits in qwen2_lab/edits.py.
 """
 
 from __future__ import annotations
