@@ -231,7 +231,7 @@ def family_config(name: str, rope_scaling: dict | None = None):
         kw["max_position_embeddings"] = int(rope["factor"] * rope["original_max_position_embeddings"])
     cls = Qwen2MoeConfig if kw.pop("model_type", "qwen2") == "qwen2_moe" else Qwen2Config
     cfg = cls(**kw, rope_parameters=rope)
-    cfg._name_or_path = name
+    cfg.name_or_path = name
     return cfg
 
 

@@ -58,7 +58,7 @@ class Lab:
         if self.device.type == "cpu":
             keep_freed_memory()  # repeated traces reuse their memory instead of faulting in fresh pages
         self.tokenizer = tokenizer
-        self.name = name or model.config._name_or_path or model_type
+        self.name = name or model.config.name_or_path or model_type
         self.arch = arch_of(model.config, self.name)
 
     @property
