@@ -22,7 +22,9 @@ OTHER = [9, 17, 40, 8, 12, 23, 70, 61, 3, 2]  # the same length: a "corrupted" p
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8, "rope_theta": 1e6}
 CONFIGS = {
     "dense tied": dict(tie_word_embeddings=True),
-    "dense untied yarn": dict(tie_word_embeddings=False, rope_parameters=YARN, num_key_value_heads=1),
+    "dense untied yarn": dict(
+        tie_word_embeddings=False, rope_parameters=YARN, num_key_value_heads=1, max_position_embeddings=32
+    ),
     "moe": dict(moe=True),
     "moe untied norm_topk_prob": dict(moe=True, tie_word_embeddings=False, norm_topk_prob=True),
 }

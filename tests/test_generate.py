@@ -33,7 +33,8 @@ LABS = {
     "dense tied": lambda: random_lab(tie_word_embeddings=True),
     "dense untied": lambda: random_lab(tie_word_embeddings=False, num_key_value_heads=1),
     "dense yarn": lambda: random_lab(
-        rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 1e6}
+        rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 1e6},
+        max_position_embeddings=64,
     ),
     "moe": lambda: random_lab(moe=True),
     "moe norm_topk_prob": lambda: random_lab(moe=True, norm_topk_prob=True),
