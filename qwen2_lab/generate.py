@@ -245,7 +245,7 @@ def run_steps(gen: Generation) -> Iterator[Step]:
         rec = Recorder(lab.arch, keep, edits, positions, lens=lens_fn, last_only=True)
         stages = qwen2_forward(model, new, rec.wants, cache=cache, all_logits=False)
         logits = run(stages, unchanged if rec.idle else rec)[0, -1].float()  # (V,) next-token logits, as HF reads them
-        scores = processors(seq, logits[None].clone())[0]  # (V,) after repetition penalty, temperature, top-k, top-p
+        scores = processors(seq, logits[None].clone())[0] if processors else logits  # (V,) after the processors
         forced, gen.forced_next = gen.forced_next, None
         token = forced if forced is not None else choose(scores, s.do_sample, draws)
         step = record(
@@ -264,9 +264,9 @@ def run_steps(gen: Generation) -> Iterator[Step]:
 
 def record(lab, index, position, token, logits, scores, o: Options, rec, pieces, cache, forced) -> Step:
     """One Step: the chosen token and its alternatives, before and after the processors."""
-    probs = torch.softmax(logits, dim=-1)  # (V,)
-    processed = torch.softmax(scores, dim=-1)  # (V,)
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits, dim=-1)  # (V,)
+    probs = logp.exp()  # (V,)
+    processed = probs if scores is logits else torch.softmax(scores, dim=-1)  # (V,): no processor, the same
     entropy = float(-(probs * logp).nan_to_num().sum()) / math.log(2)
     step = Step(
         index=index,
