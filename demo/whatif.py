@@ -94,14 +94,26 @@ def what_if(gen, kind: str, layer, which, theta) -> tuple[str, str, str]:
     return gen.text, edited.text, note(gen, edited, words)
 
 
+def most_changed(a, b) -> tuple[int, tuple[float, float]]:
+    """Of the tokens two runs share, the one whose probability (raw, as each run chose it) moved most: (its step,
+    (its probability in a, in b))."""
+    pairs = [(s.prob, t.prob) for s, t in zip(a.steps, b.steps)]
+    k = max(range(len(pairs)), key=lambda i: abs(pairs[i][0] - pairs[i][1]))
+    return k, pairs[k]
+
+
 def note(gen, edited, words: str) -> str:
     how = "greedy, as before" if not gen.settings.do_sample else f"sampled with the same seed, {gen.options.seed}"
     d = divergence(gen, edited)
     if d.step is None:
         same = "The change altered no token: the two answers agree" + (
-            "." if len(gen.steps) == len(edited.steps) else " as far as the shorter one goes."
+            "" if len(gen.steps) == len(edited.steps) else " as far as the shorter one goes"
         )
-        text = f"**{words}** ({how}). {same}"
+        k, (p, q) = most_changed(gen, edited)
+        text = (
+            f"**{words}** ({how}). {same}; the model's confidence moved most at token {k}, {gen.steps[k].token!r}:"
+            f" probability {p:.1%} before, {q:.1%} with the change."
+        )
     else:
         text = (
             f"**{words}** ({how}). The answers part at token {d.step}: the answer had {d.token_a!r}"

@@ -35,6 +35,7 @@ import chat  # noqa: E402
 import check  # noqa: E402
 import inside  # noqa: E402
 import tokens  # noqa: E402
+import whatif  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -296,6 +297,15 @@ def test_code_is_checked_on_request_and_its_failure_sent_back(page, demo_lab):
 QUESTION = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"
 
 
+def continued(lab):
+    """(the page's default reply to QUESTION, the token it continues from, the token it continues with): the
+    middle token, and the least likely of its alternatives."""
+    gen = default_generation(lab, QUESTION)
+    k = len(gen.steps) // 2
+    _, choices, _ = tokens.details(gen, k)
+    return gen, k, [i for _, i in choices if i != gen.token_ids[k]][-1]
+
+
 def rgb(hex_colour: str) -> str:
     return "rgba({}, {}, {}".format(*(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)))
 
@@ -303,18 +313,17 @@ def rgb(hex_colour: str) -> str:
 def test_a_clicked_token_shows_its_alternatives_and_the_reply_continues_from_there(page, demo_lab):
     clear_chat(page)
     send(page, QUESTION)
-    gen = default_generation(demo_lab, QUESTION)
+    gen, k, token = continued(demo_lab)
     watch_reply(page, gen.text, 1)
     wait_for(lambda: chat_input(page).is_enabled(), what="the reply to end")
     page.find_element(By.CSS_SELECTOR, "#tokens-panel button").click()  # open the panel
-    value = tokens.confidence(gen)
-    spans = wait_for(lambda: (t := page.find_elements(By.CSS_SELECTOR, "#confidence .token")) and len(t) == len(value)
+    spans = wait_for(lambda: (t := page.find_elements(By.CSS_SELECTOR, "#confidence .token")) and len(t) == len(gen.steps)
                      and t, what="one coloured span per token")  # fmt: skip
-    assert [t.text for t in spans] == [text.strip() for text, _ in value]
-    for span, (_, label) in zip(spans, value):  # each coloured as its probability's class
-        assert span.value_of_css_property("background-color").startswith(rgb(tokens.COLORS[label]))
+    assert [t.text for t in spans] == [tokens.shown_text(step).strip() for step in gen.steps]
+    for span, step in zip(spans, gen.steps):  # each coloured as its probability's class
+        colour = tokens.COLORS[tokens.confidence_bin(step.prob)]
+        assert span.value_of_css_property("background-color").startswith(rgb(colour))
 
-    k = len(gen.steps) // 2
     spans[k].click()
     note, choices, offered = tokens.details(gen, k)
     wait_for(lambda: f"Token {k}" in page.find_element(By.ID, "token-note").text, what="the clicked token's note")
@@ -323,7 +332,6 @@ def test_a_clicked_token_shows_its_alternatives_and_the_reply_continues_from_the
     checked = page.find_element(By.CSS_SELECTOR, "#alternatives input:checked").get_attribute("value")
     assert int(checked) == offered  # the best token that was not chosen, offered first
 
-    token = choices[-1][1] if choices[-1][1] != gen.token_ids[k] else choices[-2][1]  # pick another one
     page.find_element(By.CSS_SELECTOR, f"#alternatives input[value='{token}']").click()
     page.find_element(By.ID, "continue-btn").click()
     branch = gen.branch(k, token)
@@ -371,7 +379,8 @@ def test_look_inside_draws_the_reply_from_its_record_then_traces_and_fits_the_pa
 
 def test_what_if_a_head_is_off_shows_both_answers_and_where_they_part(page, demo_lab):
     """The chat's last reply is the continued one; What if regenerates its prompt with head 2 of layer 1 off."""
-    last = texts(page, "#chatbot .bot.message")[-1]
+    gen, k, token = continued(demo_lab)
+    branch = gen.branch(k, token)
     tab(page, "What if")
     for elem_id, value in [("what-if-layer", 1), ("what-if-which", 2)]:
         number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
@@ -382,10 +391,9 @@ def test_what_if_a_head_is_off_shows_both_answers_and_where_they_part(page, demo
     after = wait_for(lambda: page.find_element(By.CSS_SELECTOR, "#what-if-after textarea").get_attribute("value"),
                      what="the changed answer")  # fmt: skip
     assert after == edited.text
+    assert page.find_element(By.CSS_SELECTOR, "#what-if-before textarea").get_attribute("value") == branch.text
     note = page.find_element(By.ID, "what-if-note").text
-    assert "layer 1: query head 2 off" in note and ("part at token" in note or "altered no token" in note)
-    before = page.find_element(By.CSS_SELECTOR, "#what-if-before textarea").get_attribute("value")
-    assert letters(before) == letters(last)
+    assert letters(note) == letters(whatif.note(branch, edited, "layer 1: query head 2 off"))
     tab(page, "Chat")
 
 
@@ -393,6 +401,7 @@ def test_the_stop_button_stops_generation(page, demo_server, demo_lab, monkeypat
     limit = chat.default_settings(demo_lab).max_new_tokens
     monkeypatch.setattr(demo_lab.model.generation_config, "min_new_tokens", limit)  # no early end-of-turn
     monkeypatch.setattr(demo_server.lab, "delay", 0.05)  # 128 new tokens (the page's default) would take 6 s
+    tab(page, "Chat")
     clear_chat(page)
     start = demo_server.lab.forwards
     send(page, "hi")
@@ -406,6 +415,7 @@ def test_the_stop_button_stops_generation(page, demo_server, demo_lab, monkeypat
 def test_the_page_and_the_api_share_one_generation(page, demo_server, demo_lab):
     """One generation at a time per model, whoever asks: while the page's reply is held at the gate, an API client's
     request waits in the queue and its generation does not start; both are answered once the gate opens."""
+    tab(page, "Chat")
     clear_chat(page)
     gated, client = demo_server.lab, Client(demo_server.url, verbose=False)
     gated.gate.clear()

@@ -159,24 +159,35 @@ def test_continue_from_a_token_is_the_branch_of_the_reply(demo_lab):
 def test_what_if_a_head_is_off_is_the_lab_generating_with_that_edit(demo_lab, settings):
     _, gen = page_reply(demo_lab, settings=settings)
     before, after, note = whatif.what_if(gen, "head", 1, 2, None)
+    assert (gen.options.seed is not None) == gen.settings.do_sample  # a sampled reply keeps its seed
     seed = dict(seed=gen.options.seed) if gen.settings.do_sample else {}
     edited = direct(demo_lab, settings, edits=edits.zero_heads(1, [2]), keep_logits=False, **seed)
     assert (before, after) == (gen.text, edited.text)
     assert "layer 1: query head 2 off" in note
     d = divergence(gen, edited)
-    if d.step is None:
-        assert "altered no token" in note
+    if d.step is None:  # the same tokens: the note says where the model's confidence moved most
+        k = max(range(len(gen.steps)), key=lambda i: abs(gen.steps[i].prob - edited.steps[i].prob))
+        assert f"at token {k}, {gen.steps[k].token!r}: probability {gen.steps[k].prob:.1%} before," in note
+        assert f"{edited.steps[k].prob:.1%} with the change" in note
     else:
         assert f"part at token {d.step}: the answer had {d.token_a!r} (probability {d.p_a[0]:.1%}" in note
 
 
-def test_what_if_on_a_moe_model_drops_an_expert_or_the_shared_gate(moe_lab):
+def test_what_if_on_a_moe_model_drops_an_expert_or_the_shared_gate_or_changes_rope(moe_lab):
+    """Each change is the lab's edit, applied: the changed answer and the probabilities in the note (where the
+    answers part, or where the confidence moved most) are those of the lab generating with that edit."""
     _, gen = page_reply(moe_lab)
-    for kind, edit in [("expert", edits.drop_expert(1, 3)), ("shared_gate", edits.shared_gate(1, value=0))]:
-        _, after, _ = whatif.what_if(gen, kind, 1, 3, None)
-        assert after == direct(moe_lab, edits=edit).text
-    _, after, note = whatif.what_if(gen, "rope_theta", 0, 0, 10_000)
-    assert after == direct(moe_lab, edits=edits.rope(moe_lab, theta=10_000)).text and "RoPE theta 10,000" in note
+    for kind, edit in [
+        ("expert", edits.drop_expert(1, 3)),
+        ("shared_gate", edits.shared_gate(1, value=0)),
+        ("rope_theta", edits.rope(moe_lab, theta=10_000)),
+    ]:
+        _, after, note = whatif.what_if(gen, kind, 1, 3, 10_000)
+        edited = direct(moe_lab, edits=edit, keep_logits=False)
+        words = whatif.make_edit(moe_lab, kind, 1, 3, 10_000)[1]
+        assert after == edited.text and note == whatif.note(gen, edited, words)
+        assert any(s.prob != t.prob for s, t in zip(gen.steps, edited.steps)), "the edit changed nothing"
+    assert "RoPE theta 10,000 instead of 1,000,000" in note
     assert [kind for _, kind in whatif.kind_choices(moe_lab.arch)] == list(whatif.KINDS)
 
 
