@@ -81,10 +81,12 @@ def draw_generated_attention(d: GeneratedAttention) -> go.Figure:
             fig.add_vline(x=d.prompt_length - 0.5, line=dict(color="#444", dash="dot", width=1), row=r + 1, col=1)
     fig.update_xaxes(row=G, col=1, title_text="position read (prompt | reply)", tickmode="array",
                      tickvals=d.keys[::tick], ticktext=d.key_labels[::tick], tickangle=-60)  # fmt: skip
-    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="attention<br>weight")))
+    top = float(np.nanmax(d.weights)) if np.isfinite(d.weights).any() else 1.0
+    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=top, colorbar=dict(title="attention<br>weight")))
     notes = [
-        "each row: one new token's attention over every earlier position, the mean of the query heads that share"
-        " the KV head; the dotted line ends the prompt"
+        "each row: one new token's attention over every earlier position (a row sums to 1), the mean of the query"
+        f" heads that share the KV head; colour up to the largest weight shown, {top:.2f}; the dotted line ends the"
+        " prompt"
     ]
     if d.left_out:
         notes.append(f"the first {d.left_out} positions are left out")

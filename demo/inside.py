@@ -52,10 +52,11 @@ def default_layer(arch) -> int:
 
 
 def group_choices(arch) -> list[tuple[str, str | int]]:
-    """The KV-group menu: the sharpest head's group, then each group with the query heads it serves."""
+    """The KV-group menu: auto (a recorded reply: every group; a trace: the sharpest head's group), then each group
+    with the query heads it serves."""
     g = arch.group_size
     each = [(f"KV group {j} (query heads {j * g}-{(j + 1) * g - 1})", j) for j in range(arch.n_kv_heads)]
-    return [("the sharpest head's group", AUTO), *each]
+    return [("auto", AUTO), *each]
 
 
 def shown_positions(n: int, size: int, back: int) -> tuple[range, int]:
