@@ -117,6 +117,8 @@ def main(argv=None) -> None:
           f" {len(grid)}, timed on {len(sample)} patches)")  # fmt: skip
     print(f"  lab patch_sweep:                         {lab_s:8.1f} s  = {lab_s / naive_s:.3f}x the naive loop")
     print(f"  largest difference from the naive loop on the sampled patches: {worst:.2e} (relative)")
+    cells = ((0, S // 3), (12, S - 1), (23, S - 1)) if n_layers > 23 else ((0, S // 3), (n_layers - 1, S - 1))
+    print(f"  values at {cells}:", [round(float(sweep.logit_diff[L, q]), 4) for L, q in cells])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 `arch_of(config_or_model)` reads an HF config (no weights needed) into an `Arch`: layers, heads, KV heads, widths,
 experts, RoPE, and the parameter counts derived from those numbers alone. `family()` gives the five Qwen2 releases
 from their published config.json values, so the family can be compared (and its KV caches sized) with no download.
+`as_arch(x)` is what every function that needs a shape calls on its argument: an Arch, a Lab, a Trace, an HF config
+or a model all give their Arch, anything else a TypeError.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .facts import MODEL_TYPES
 
-# config.json of each release (Qwen2 technical report, Table 1; shared/reference/qwen2.md section 1).
+# config.json of each release on the Hugging Face hub (shapes as in the Qwen2 technical report, arXiv 2407.10671, Table 1).
 _COMMON = dict(rope_theta=1e6, rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=32768)
 FAMILY_CONFIGS = {
     "Qwen/Qwen2-0.5B-Instruct": dict(
@@ -130,9 +132,35 @@ def count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
+def as_arch(x) -> Arch:
+    """The `Arch` of x: an Arch itself, a Lab's or a Trace's `.arch`, or `arch_of` an HF config or model.
+
+    Raises TypeError for anything else (a model name is not an Arch: qwen2_lab.family()[name] or load(name).arch).
+    """
+    if isinstance(x, Arch):
+        return x
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from .lab import Lab  # imported here: lab.py imports this module
+    from .trace import Trace
+
+    if isinstance(x, (Lab, Trace)):
+        return x.arch
+    if isinstance(x, (PretrainedConfig, PreTrainedModel)):
+        return arch_of(x)
+    raise TypeError(
+        f"expected a qwen2_lab Arch, Lab or Trace, or an HF Qwen2 config or model; got {type(x).__name__}"
+        + (": for a release by name use qwen2_lab.family()[name]" if isinstance(x, str) else "")
+    )
+
+
 def arch_of(config_or_model, name: str | None = None) -> Arch:
     """The `Arch` of an HF Qwen2/Qwen2-MoE config, or of a model (its `.config`)."""
-    c = getattr(config_or_model, "config", config_or_model)
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    c = config_or_model.config if isinstance(config_or_model, PreTrainedModel) else config_or_model
+    if not isinstance(c, PretrainedConfig):
+        raise TypeError(f"arch_of takes an HF config or model, got {type(config_or_model).__name__}")
     if c.model_type not in MODEL_TYPES:
         raise ValueError(f"a {c.model_type!r} config is not Qwen2 or Qwen2-MoE")
     H, L, nH, nKV = c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads

@@ -27,7 +27,8 @@ class RunDiff:
     position: where the answer is read (default the last). answer_logits: {token id: (logit in a, logit in b)}.
     logit_diff: (a, b) of logit[right] - logit[wrong] when the answer is a pair. kl: [S] KL(a || b) of the
     next-token distributions at every position (when both have the same tokens count). top_a, top_b: the k most
-    probable next tokens at `position` as (id, probability). site_change: {site: |b - a| / |a|} over the sites both
+    probable next tokens at `position` as (id, probability). top: the tokens of either list, most probable in a
+    first, as (id, probability in a, probability in b). site_change: {site: |b - a| / |a|} over the sites both
     kept with the same shape, in forward order.
     """
 
@@ -37,8 +38,13 @@ class RunDiff:
     kl: torch.Tensor | None
     top_a: list[tuple[int, float]]
     top_b: list[tuple[int, float]]
+    top: list[tuple[int, float, float]]
     site_change: dict[str, float] = field(default_factory=dict)
     edits: list = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # token texts, when compare_runs was given `tokens`
+
+    def name(self, token: int) -> str:
+        return repr(self.names[token]) if token in self.names else str(token)
 
     def __str__(self) -> str:
         lines = [f"at position {self.position}:"]
@@ -46,11 +52,11 @@ class RunDiff:
             a, b = self.logit_diff
             lines.append(f"  logit difference (right - wrong): {a:+.3f} -> {b:+.3f} ({b - a:+.3f})")
         for tid, (a, b) in self.answer_logits.items():
-            lines.append(f"  logit of token {tid}: {a:.3f} -> {b:.3f}")
+            lines.append(f"  logit of token {self.name(tid)}: {a:.3f} -> {b:.3f}")
         if self.kl is not None:
             lines.append(f"  KL(a || b) here {float(self.kl[self.position]):.4f}; largest {float(self.kl.max()):.4f}")
-        lines.append("  top before: " + ", ".join(f"{t} ({p:.2f})" for t, p in self.top_a))
-        lines.append("  top after:  " + ", ".join(f"{t} ({p:.2f})" for t, p in self.top_b))
+        lines.append("  top before: " + ", ".join(f"{self.name(t)} ({p:.2f})" for t, p in self.top_a))
+        lines.append("  top after:  " + ", ".join(f"{self.name(t)} ({p:.2f})" for t, p in self.top_b))
         changed = [(s, c) for s, c in self.site_change.items() if c > 0]
         if changed:
             lines.append(f"  first site that changed: {changed[0][0]} ({changed[0][1]:.2g} relative)")
@@ -59,8 +65,9 @@ class RunDiff:
     _repr_pretty_ = lambda self, p, cycle: p.text(str(self))  # noqa: E731
 
 
-def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5) -> RunDiff:
-    """Compare two runs. answer: a token id, a list of them, or (right, wrong) for a logit difference."""
+def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5, tokens=None) -> RunDiff:
+    """Compare two runs. answer: a token id, a list of them, or (right, wrong) for a logit difference. tokens: a
+    function from ids to texts (lab.tokens), to name tokens when printed."""
     pos = position % len(a.tokens)
     if pos >= len(b.tokens):
         raise ValueError(f"position {position} is outside run b ({len(b.tokens)} tokens)")
@@ -78,13 +85,19 @@ def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int 
     if len(a.tokens) == len(b.tokens):
         pa, pb = F.log_softmax(a.logits.float(), -1), F.log_softmax(b.logits.float(), -1)
         kl = (pa.exp() * (pa - pb)).sum(-1)  # (S,)
-    top = lambda x: [(int(i), float(p)) for p, i in zip(*torch.softmax(x, -1).topk(k))]  # noqa: E731
+    pa, pb = torch.softmax(la, -1), torch.softmax(lb, -1)
+    top_a, top_b = [[(int(i), float(p)) for p, i in zip(*probs.topk(k))] for probs in (pa, pb)]
+    both = list(dict.fromkeys([i for i, _ in top_a + top_b]))
+    both.sort(key=lambda i: -float(pa[i]))
+    top = [(i, float(pa[i]), float(pb[i])) for i in both]
     change = {
         s: float((b[s].float() - a[s].float()).norm() / a[s].float().norm().clamp_min(1e-30))
         for s in a.sites()
         if s in b and b[s].shape == a[s].shape and s != "logits" and a[s].is_floating_point()
     }
-    return RunDiff(pos, logits, diff, kl, top(la), top(lb), change, edits=list(b.edits))
+    named = list(dict.fromkeys(ids + [i for i, _, _ in top]))
+    names = dict(zip(named, tokens(named))) if tokens is not None else {}
+    return RunDiff(pos, logits, diff, kl, top_a, top_b, top, change, edits=list(b.edits), names=names)
 
 
 # ---- two generations: where they part ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
     a string         tokenized as is (Qwen2 adds no BOS token)
     chat messages    [{"role": ..., "content": ...}], rendered with the tokenizer's ChatML template and the
-                     assistant prompt, so the ids end where the model starts its answer
+                     assistant prompt, so the ids end where the model starts its answer; when the last message is
+                     the assistant's, it is left open, so the model continues it ("A∩B={" -> the first element)
     token ids        a list of ints or a 1-D tensor (a [1, S] tensor is accepted too)
 
 The lab, generation and the web demo all go through `encode` and `normalize_messages`, so a chat is turned into
@@ -57,8 +58,12 @@ def encode(tokenizer, inputs, vocab: int) -> torch.Tensor:
 
 
 def chat_text(tokenizer, messages) -> str:
-    """The chat as the model reads it: the tokenizer's chat template with the assistant prompt added."""
-    return tokenizer.apply_chat_template(normalize_messages(messages), add_generation_prompt=True, tokenize=False)
+    """The chat as the model reads it: the tokenizer's chat template with the assistant prompt added, or, when the
+    last message is the assistant's, with that message left open for the model to continue."""
+    messages = normalize_messages(messages)
+    if messages and messages[-1]["role"] == "assistant":
+        return tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def token_id(tokenizer, token, vocab: int) -> int:

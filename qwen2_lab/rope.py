@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .arch import as_arch
 from .forward import apply_rope
 
 PLAIN = {"rope_type": "default"}
@@ -59,14 +60,6 @@ class Rope:
         if not self.scaling:
             return f"RoPE (theta {self.theta:g})"
         return f"{self.scaling['rope_type']} x{self.scaling.get('factor', '?')} (theta {self.theta:g})"
-
-
-def _arch(source):
-    """An Arch from an Arch, a Lab or a Trace (anything with `.arch`)."""
-    arch = getattr(source, "arch", source)
-    if not hasattr(arch, "head_dim") or not hasattr(arch, "rope_theta"):
-        raise TypeError(f"expected a qwen2_lab Arch, Lab or Trace, got {type(source).__name__}")
-    return arch
 
 
 def original_context(arch) -> int:
@@ -102,7 +95,7 @@ def resolve_scaling(arch, scaling=None) -> dict | None:
 def rope_parameters(source, *, theta: float | None = None, scaling=None) -> Rope:
     """The `Rope` transformers builds for this architecture (Arch, Lab or Trace), optionally with another theta or
     scaling: a rotary module is made from a weightless config, as the model made its own."""
-    arch = _arch(source)
+    arch = as_arch(source)
     theta = float(arch.rope_theta if theta is None else theta)
     if not theta > 1:
         raise ValueError(f"rope theta must be > 1, got {theta}")

@@ -212,5 +212,15 @@ def site_table() -> str:
     return "\n".join(rows)
 
 
+def as_trace(x, view: str = "this function") -> Trace:
+    """x itself when it is a Trace; otherwise a TypeError naming `view` and saying how to get a Trace."""
+    if isinstance(x, Trace):
+        return x
+    from .lab import Lab  # imported here: lab.py imports this module
+
+    hint = " (a Lab: call lab.trace(...) first)" if isinstance(x, Lab) else ""
+    raise TypeError(f"{view} takes a Trace: trace = lab.trace(text, sites=...); got {type(x).__name__}{hint}")
+
+
 if __name__ == "__main__":
     print(site_table())

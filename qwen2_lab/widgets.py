@@ -10,26 +10,53 @@ second copy of any plot) into one `go.FigureWidget` (`.figure`), updated in plac
 its figures. Every control's callback is a plain method (`update`, `show(...)`, `set_inputs`), so tests and notebooks
 drive an explorer without a browser. An explorer displays itself; `.widget` is its ipywidgets box.
 
+Each view shows only the controls it reads (`uses`): the others are hidden while it is on.
+
 Each FigureWidget carries plotly's 5 MB widget bundle in a notebook's saved widget state, hence one per explorer.
 """
 
 from __future__ import annotations
 
 import html
+from contextlib import contextmanager
 
 import ipywidgets as W
 import plotly.graph_objects as go
+import torch
 
 from . import viz
+from .arch import Arch, as_arch
+from .inputs import normalize_messages
+from .lab import Lab
 from .rope import resolve_scaling
+from .trace import Trace
 
 
-def _is_trace(x) -> bool:
-    return hasattr(x, "store") and hasattr(x, "tokens") and hasattr(x, "arch")
+def is_chat(inputs) -> bool:
+    """Whether inputs are chat messages (a list of dicts), as opposed to a string or token ids."""
+    return isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(m, dict) for m in inputs)
 
 
-def _is_lab(x) -> bool:
-    return hasattr(x, "model") and hasattr(x, "trace") and hasattr(x, "arch")
+def inputs_text(inputs, tokenizer=None) -> str:
+    """What the text box shows for inputs: a string as it is, a chat as its last user message, token ids decoded."""
+    if isinstance(inputs, str):
+        return inputs
+    if is_chat(inputs):
+        said = [m["content"] for m in normalize_messages(inputs) if m["role"] == "user"]
+        return said[-1] if said else ""
+    ids = inputs.flatten().tolist() if isinstance(inputs, torch.Tensor) else list(inputs)
+    return tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
+
+
+def with_text(inputs, text: str):
+    """The inputs that text typed in the box stands for: in a chat, the chat up to its last user message, with the
+    text as that message (the system prompt and earlier turns kept, a reply to the old message dropped); otherwise
+    the text itself."""
+    if not is_chat(inputs):
+        return text
+    messages = normalize_messages(inputs)
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages))
+    return messages[:last] + [{"role": "user", "content": text}]
 
 
 def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:
@@ -56,15 +83,17 @@ class Source:
 
     def __init__(self, source, inputs, sites: list[str], *, per_layer=False, lens=0, view="", arch_ok=False):
         self.lab, self.trace, self.inputs = None, None, None
-        if _is_trace(source):
+        if isinstance(source, Trace):
             self.trace = source
-        elif _is_lab(source):
+        elif isinstance(source, Lab):
             if inputs is None:
                 raise ValueError(f"{view}(lab, inputs): give the text (or chat messages, or ids) to look at")
             self.lab, self.inputs = source, inputs
-        elif not (arch_ok and hasattr(source, "rope_theta")):
-            raise TypeError(f"{view} takes a Trace, or a Lab and inputs; got {type(source).__name__}")
-        self.arch = source if hasattr(source, "rope_theta") else source.arch
+        elif not (arch_ok and isinstance(source, Arch)):
+            raise TypeError(
+                f"{view} takes a Trace, or a Lab and inputs{', or an Arch' if arch_ok else ''}; got {type(source).__name__}"
+            )
+        self.arch = as_arch(source)
         self.sites, self.per_layer, self.lens = sites, per_layer, lens
         self._cache: dict = {}
 
@@ -91,6 +120,11 @@ class Source:
         self.inputs, self._cache = inputs, {}
 
     @property
+    def text(self) -> str:
+        """The inputs as the text box shows them (see inputs_text)."""
+        return inputs_text(self.inputs, self.lab.tokenizer if self.lab is not None else None)
+
+    @property
     def n_tokens(self) -> int:
         """Tokens in the inputs (tokenizing only: no forward pass)."""
         if self.lab is not None:
@@ -99,10 +133,14 @@ class Source:
 
 
 class Explorer:
-    """What every explorer shares: a source, controls, a view selector, one FigureWidget and a message line."""
+    """What every explorer shares: a source, controls, a view selector, one FigureWidget and a message line.
+
+    `uses`: for each view, the names of the controls it reads; the others are hidden while it is shown.
+    """
 
     name = "Explorer"
     views: tuple[str, ...] = ()
+    uses: dict[str, tuple[str, ...]] = {}
     REFUSED = (ValueError, KeyError, MemoryError)  # what the views raise for a request they cannot draw
 
     def __init__(self, source: Source, controls: list[W.ValueWidget], boxes: list[W.Widget] | None = None):
@@ -114,8 +152,8 @@ class Explorer:
         head = [self.view] if self.view else []
         self.text = None
         if source.lab is not None:
-            self.text = W.Text(value=str(source.inputs), description="inputs", continuous_update=False,
-                               layout=W.Layout(width="90%"))  # fmt: skip
+            self.text = W.Text(value=source.text, description="user" if is_chat(source.inputs) else "inputs",
+                               continuous_update=False, layout=W.Layout(width="90%"))  # fmt: skip
             self.text.observe(self._text_changed, names="value")
             head.insert(0, self.text)
         self.widget = W.VBox([*head, W.HBox(boxes or controls), self.message, self.figure])
@@ -123,10 +161,19 @@ class Explorer:
         for c in [*controls, *([self.view] if self.view else [])]:
             c.observe(self._changed, names="value")
 
+    @contextmanager
+    def holding(self):
+        """Set controls without each change redrawing (the caller redraws once)."""
+        held, self._holding = self._holding, True
+        try:
+            yield
+        finally:
+            self._holding = held
+
     def _text_changed(self, change) -> None:
         if not self._holding:
             try:
-                self.set_inputs(change["new"])
+                self.set_inputs(with_text(self.source.inputs, change["new"]))
             except self.REFUSED as e:  # typed in a browser: say it there, nobody would see a traceback
                 self._say(e)
 
@@ -139,25 +186,21 @@ class Explorer:
 
     def show(self, **values) -> Explorer:
         """Set several controls at once (e.g. show(layer=2, head=5)), then redraw once. Returns self."""
-        self._holding = True
-        try:
+        with self.holding():
             for name, value in values.items():
                 control = getattr(self, name, None)
                 if not isinstance(control, W.ValueWidget):
                     raise AttributeError(f"{self.name} has no control {name!r}")
                 control.value = value
-        finally:
-            self._holding = False
         self.update()
         return self
 
     def set_inputs(self, inputs) -> None:
         """Trace other inputs (explorers built from a Lab) and redraw."""
         self.source.set_inputs(inputs)
-        if self.text is not None and self.text.value != inputs:
-            self._holding = True
-            self.text.value = str(inputs)
-            self._holding = False
+        if self.text is not None:
+            with self.holding():
+                self.text.value = self.source.text
         self._inputs_changed()
         self.update()
 
@@ -166,12 +209,21 @@ class Explorer:
         slider = getattr(self, "tokens_slider", None)
         if slider is not None:
             n = self.source.n_tokens
-            self._holding = True
-            slider.max, slider.value = n - 1, min(slider.value, n - 1)
-            self._holding = False
+            with self.holding():
+                slider.max, slider.value = n - 1, min(slider.value, n - 1)
+
+    def _show_controls(self) -> None:
+        """Hide the controls the current view does not read."""
+        if self.view is None:
+            return
+        used = self.uses.get(self.view.value, ())
+        for view_controls in self.uses.values():
+            for name in view_controls:
+                getattr(self, name).layout.display = None if name in used else "none"
 
     def update(self) -> go.FigureWidget:
         """Redraw the figure for the current controls; a request the views refuse shows as a message instead."""
+        self._show_controls()
         try:
             fig = self.draw()
         except self.REFUSED as e:
@@ -201,6 +253,7 @@ class AttentionExplorer(Explorer):
 
     name = "AttentionExplorer"
     views = ("patterns", "group similarity")
+    uses = {"patterns": ("layer", "group", "head"), "group similarity": ("layer",)}
 
     def __init__(self, source, inputs=None, *, layer: int = 0):
         src = Source(source, inputs, ["layers.*.attn.pattern"], per_layer=True, view=self.name)
@@ -222,10 +275,9 @@ class AttentionExplorer(Explorer):
 
     def _group_changed(self, change) -> None:
         """Offer only the chosen group's heads (the group's own observer then redraws)."""
-        held, self._holding = self._holding, True
-        self.head.options = self._heads(self.source.arch, change["new"])
-        self.head.value = ALL
-        self._holding = held
+        with self.holding():
+            self.head.options = self._heads(self.source.arch, change["new"])
+            self.head.value = ALL
 
     def draw(self) -> go.Figure:
         layer = self.layer.value
@@ -247,6 +299,11 @@ class RopeExplorer(Explorer):
 
     name = "RopeExplorer"
     views = ("frequencies", "distance decay", "rotation")
+    uses = {
+        "frequencies": ("theta", "factor"),
+        "distance decay": ("theta", "factor", "layer", "head"),
+        "rotation": ("theta", "factor", "layer", "head", "token"),
+    }
     SITES = ["layers.*.attn.q", "layers.*.attn.k", "layers.*.attn.q_rot", "layers.*.attn.k_rot"]
 
     def __init__(self, source, inputs=None, *, layer: int = 0, head: int = 0):
@@ -289,6 +346,7 @@ class MoEExplorer(Explorer):
 
     name = "MoEExplorer"
     views = ("layer", "token", "all layers")
+    uses = {"layer": ("layer",), "token": ("layer", "token"), "all layers": ()}
 
     def __init__(self, source, inputs=None, *, layer: int | None = None, token: int = 0):
         src = Source(source, inputs, ["layers.*.moe.*"], view=self.name)
@@ -316,10 +374,11 @@ class LensExplorer(Explorer):
 
     name = "LensExplorer"
     views = ("all positions", "one position")
+    uses = {"all positions": (), "one position": ("position",)}
 
     def __init__(self, source, inputs=None, *, k: int = 5, tokenizer=None, position: int = -1):
         src = Source(source, inputs, ["logits"], lens=k, view=self.name)
-        self.tokenizer = tokenizer if tokenizer is not None else getattr(src.lab, "tokenizer", None)
+        self.tokenizer = tokenizer if tokenizer is not None or src.lab is None else src.lab.tokenizer
         n = src.n_tokens
         self.position = self.tokens_slider = _slider("position", n, position % n)
         super().__init__(src, [self.position])
@@ -330,3 +389,154 @@ class LensExplorer(Explorer):
         if self.view.value == "all positions":
             return viz.logit_lens(trace, tokenizer=self.tokenizer)
         return viz.lens_position(trace, self.position.value, tokenizer=self.tokenizer)
+
+
+class EditExplorer(Explorer):
+    """Switch heads (and, on a Qwen2-MoE, routed experts) off and on, and see the answer change at once
+    (viz.edit_effect: the answer tokens' logits and the next token's probabilities, as built against as edited).
+
+    `answer`: the tokens to follow, (right, wrong) ids or one-token texts, or one token; None follows the unedited
+    run's most probable next token. Callbacks: toggle_head(layer, head), toggle_expert(layer, expert), clear().
+    """
+
+    name = "EditExplorer"
+
+    def __init__(self, lab: Lab, inputs, answer=None, *, layer: int = 0):
+        from .edits import drop_expert, zero_heads
+        from .inputs import token_id
+
+        if not isinstance(lab, Lab):
+            raise TypeError(f"{self.name} takes a Lab and inputs; got {type(lab).__name__}")
+        src = Source(lab, inputs, [], view=self.name)
+        self.lab, self._zero_heads, self._drop_expert = lab, zero_heads, drop_expert
+        self.heads_off: set[tuple[int, int]] = set()
+        self.experts_off: set[tuple[int, int]] = set()
+        self.clean = lab.trace(inputs, sites=[])
+        if answer is None:
+            answer = int(self.clean.logits[-1].argmax())
+        pair = isinstance(answer, (list, tuple))
+        self.answer = tuple(token_id(lab.tokenizer, a, lab.arch.vocab) for a in (answer if pair else [answer]))
+        arch = lab.arch
+        self.layer = _slider("layer", arch.n_layers, layer)
+        self.head_buttons = [W.ToggleButton(description=f"{h // arch.group_size}.{h % arch.group_size}",
+                                            tooltip=f"head {h} (KV group {h // arch.group_size})",
+                                            layout=W.Layout(width="52px")) for h in range(arch.n_heads)]  # fmt: skip
+        self.expert_buttons = [W.ToggleButton(description=f"E{e}", layout=W.Layout(width="52px"))
+                               for e in range(arch.n_experts)]  # fmt: skip
+        for h, b in enumerate(self.head_buttons):
+            b.observe(lambda c, h=h: self._pressed(self.heads_off, h, c["new"]), names="value")
+        for e, b in enumerate(self.expert_buttons):
+            b.observe(lambda c, e=e: self._pressed(self.experts_off, e, c["new"]), names="value")
+        self.layer.observe(lambda c: self._sync_buttons(), names="value")
+        self.clear_button = W.Button(description="all back on")
+        self.clear_button.on_click(lambda b: self.clear())
+        rows = [W.HBox([W.Label("heads off (KV group.head):"), *self.head_buttons])]
+        if arch.is_moe:
+            rows.append(W.HBox([W.Label("experts dropped:"), *self.expert_buttons]))
+        super().__init__(src, [self.layer], [W.VBox([W.HBox([self.layer, self.clear_button]), *rows])])
+        self._sync_buttons()
+        self.update()
+
+    def _pressed(self, off: set, index: int, pressed: bool) -> None:
+        if self._holding:
+            return
+        key = (self.layer.value, index)
+        (off.add if pressed else off.discard)(key)
+        self.update()
+
+    def _sync_buttons(self) -> None:
+        """Show the current layer's heads and experts as they are (pressed = off)."""
+        layer = self.layer.value
+        with self.holding():
+            for h, b in enumerate(self.head_buttons):
+                b.value = (layer, h) in self.heads_off
+            moe_layer = layer in self.lab.arch.moe_layers
+            for e, b in enumerate(self.expert_buttons):
+                b.value, b.disabled = (layer, e) in self.experts_off, not moe_layer
+
+    def toggle_head(self, layer: int, head: int) -> EditExplorer:
+        """Switch a query head off (or back on) and redraw."""
+        self._check(layer, head, self.lab.arch.n_heads, "head")
+        self.heads_off ^= {(layer, head)}
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def toggle_expert(self, layer: int, expert: int) -> EditExplorer:
+        """Take a routed expert out of a MoE layer's routing (or put it back) and redraw."""
+        if layer not in self.lab.arch.moe_layers:
+            raise ValueError(f"layer {layer} is not a MoE layer; the MoE layers are {list(self.lab.arch.moe_layers)}")
+        self._check(layer, expert, self.lab.arch.n_experts, "expert")
+        self.experts_off ^= {(layer, expert)}
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def clear(self) -> EditExplorer:
+        """Everything back on."""
+        self.heads_off, self.experts_off = set(), set()
+        self._sync_buttons()
+        self.update()
+        return self
+
+    def _check(self, layer: int, index: int, n: int, what: str) -> None:
+        if not 0 <= layer < self.lab.arch.n_layers or not 0 <= index < n:
+            raise ValueError(f"{self.name}: layer {layer}, {what} {index}: this model has layers 0..{self.lab.arch.n_layers - 1}"
+                             f" and {what}s 0..{n - 1}")  # fmt: skip
+
+    def edits(self) -> list:
+        """The edits the switches stand for (qwen2_lab.edits), for lab.trace or lab.generate."""
+        out = [self._zero_heads(L, [h]) for L, h in sorted(self.heads_off)]
+        return out + [self._drop_expert(L, e) for L, e in sorted(self.experts_off)]
+
+    def edited(self) -> Trace:
+        return self.lab.trace(self.source.inputs, sites=[], edits=self.edits())
+
+    def probability(self, token) -> float:
+        """The edited run's probability of `token` (an id or a one-token text) as the next token."""
+        from .inputs import token_id
+
+        i = token_id(self.lab.tokenizer, token, self.lab.arch.vocab)
+        return float(self.edited().logits[-1].float().softmax(-1)[i])
+
+    def _inputs_changed(self) -> None:
+        self.clean = self.lab.trace(self.source.inputs, sites=[])
+
+    def draw(self) -> go.Figure:
+        from .experiments import compare_runs
+
+        answer = self.answer if len(self.answer) == 2 else self.answer[0]
+        return viz.edit_effect(compare_runs(self.clean, self.edited(), answer=answer), self.lab.tokens)
+
+
+class GenerationExplorer(Explorer):
+    """Scrub through a recorded generation (lab.generate_steps): each step's candidates raw and after the sampling
+    processors (viz.candidates), the whole answer by confidence (viz.token_confidence), the KV cache growing
+    (viz.kv_cache_growth), and, when the steps kept a layer's attention pattern, where each token looked
+    (viz.generated_attention). Callback: show(step=3, view="candidates")."""
+
+    name = "GenerationExplorer"
+    views = ("candidates", "confidence", "kv cache", "attention")
+    uses = {"candidates": ("step",), "confidence": (), "kv cache": (), "attention": ("layer",)}
+
+    def __init__(self, gen, *, step: int = 0):
+        from .generate import Generation
+
+        if not isinstance(gen, Generation) or not gen.steps:
+            raise TypeError(f"{self.name} takes a Generation with steps: gen = lab.generate_steps(inputs, ...)")
+        self.gen = gen
+        self.step = _slider("step", len(gen.steps), step)
+        kept = sorted({int(s.split(".")[1]) for s in gen.steps[0].sites if s.endswith(".attn.pattern")})
+        self.layer = W.Dropdown(options=kept or [0], value=(kept or [0])[0], description="layer", disabled=not kept)
+        super().__init__(Source(gen.lab.arch, None, [], view=self.name, arch_ok=True), [self.step, self.layer])
+        self.update()
+
+    def draw(self) -> go.Figure:
+        view = self.view.value
+        if view == "candidates":
+            return viz.candidates(self.gen, self.step.value)
+        if view == "confidence":
+            return viz.token_confidence(self.gen)
+        if view == "kv cache":
+            return viz.kv_cache_growth(self.gen)
+        return viz.generated_attention(self.gen, self.layer.value)

@@ -98,3 +98,31 @@ def demo_client(demo_server):
     client = Client(demo_server.url, verbose=False)
     yield client
     client.close()
+
+
+# ---- figures: traces of the bundled models, and a headless browser ------------------------------------------------
+
+FIGURE_TEXT = "The cat  sat.\nThe <|im_start|> cat"  # repeated tokens, a double space, a newline, markup
+
+
+@pytest.fixture(scope="session")
+def tiny_trace(tiny):
+    """Every site of `tiny` on FIGURE_TEXT, with the logit lens (top 5)."""
+    return tiny.trace(FIGURE_TEXT, lens=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_trace(tiny_moe):
+    """Every site of `tiny-moe` on FIGURE_TEXT, with the logit lens (top 5)."""
+    return tiny_moe.trace(FIGURE_TEXT, lens=5)
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """A headless chromium driven by selenium (window 1280x1400), shared by the browser tests; they skip, saying
+    how to install it, where chromium, chromedriver or selenium is missing."""
+    from tests.helpers import start_chromium
+
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()

@@ -66,3 +66,60 @@ def wait_until_still(read, seconds: float = 30, still: float = 0.5, what: str = 
         if (now := read()) != last:
             last, since = now, time.monotonic()
     return last
+
+
+# ---- a headless browser -----------------------------------------------------------------------------------------
+
+CHROME_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
+    " --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1400"
+).split()
+INSTALL_CHROMIUM = (
+    "needs Debian's chromium and chromedriver: apt-get update && apt-get install -y chromium chromium-driver"
+)
+
+
+def start_chromium(profile_dir, env: dict | None = None):
+    """A fresh headless chromium (selenium) with its own profile folder; env: the browser's environment (e.g.
+    FONTCONFIG_FILE). pytest.skip where it cannot run here."""
+    import shutil
+
+    import pytest
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip(INSTALL_CHROMIUM)
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install 'qwen2-lab[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROME_FLAGS + [f"--user-data-dir={profile_dir}"]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(chromedriver, env=env))
+
+
+def family_lab(name: str, seed: int = 0, **overrides):
+    """A Lab on a model with a Qwen2 release's published shape (qwen2_lab.arch.family_config) changed by
+    `overrides`, with transformers' own random initialisation. (random_model's larger weights would not do at these
+    widths: summed over 64 experts, values that large differ from HF's order of summation by more than 1e-5.)"""
+    from transformers import AutoModelForCausalLM
+
+    from qwen2_lab import Lab
+    from qwen2_lab.arch import family_config
+
+    config = family_config(name)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return Lab(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval())
+
+
+def synthetic_trace(name: str, S: int, store: dict, **kw):
+    """A Trace with a Qwen2 release's shape (qwen2_lab.family()[name]) holding the tensors in `store` (random, made
+    by the test): a 72B forward is far too big for a test, a figure's limits are not. Tokens ' t1', ' t2', '\\n', ..."""
+    from qwen2_lab.arch import family
+    from qwen2_lab.trace import Trace
+
+    tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
+    return Trace(torch.arange(S), tokens, family()[name], torch.empty(0), store, **kw)

@@ -1,5 +1,7 @@
 """Arch: the shape in plain numbers, and parameter counts that equal the model's and the official table."""
 
+from dataclasses import replace
+
 import pytest
 
 from qwen2_lab.arch import OFFICIAL_PARAMS_B, YARN_128K, arch_of, family
@@ -50,3 +52,20 @@ def test_yarn_and_kv_cache():
     assert a.rope_scaling["factor"] == 4.0 and a.max_position == 131072
     assert a.kv_cache_bytes_per_token(2) == 2 * 28 * 4 * 128 * 2
     assert "7 per KV head" in str(a)
+
+
+def test_as_arch_takes_what_holds_an_arch_and_names_what_does_not(tiny, tiny_trace):
+    from qwen2_lab.arch import as_arch, family_config
+    from qwen2_lab.trace import as_trace
+
+    arch = family()["Qwen/Qwen2-7B-Instruct"]
+    assert as_arch(arch) is arch and as_arch(tiny) is tiny.arch and as_arch(tiny_trace) is tiny_trace.arch
+    assert as_arch(family_config("Qwen/Qwen2-7B-Instruct")) == arch_of(family_config("Qwen/Qwen2-7B-Instruct"))
+    assert replace(as_arch(tiny.model), name=tiny.arch.name) == tiny.arch  # a model: the Arch of its config
+    with pytest.raises(TypeError, match=r"got str: for a release by name use qwen2_lab.family\(\)\[name\]"):
+        as_arch("Qwen/Qwen2-7B-Instruct")
+    with pytest.raises(TypeError, match="got dict"):
+        as_arch({"hidden_size": 64})
+    assert as_trace(tiny_trace) is tiny_trace
+    with pytest.raises(TypeError, match=r"viz.x takes a Trace.*got Lab \(a Lab: call lab.trace\(...\) first\)"):
+        as_trace(tiny, "viz.x")

@@ -284,7 +284,8 @@ def test_look_inside_opens_on_a_middle_layer_the_last_tokens_and_the_sharpest_he
     assert np.asarray(lens.data[0].z).shape == (arch.n_layers, inside.WINDOW)
     assert (routing is not None) == arch.is_moe
     assert f"conversation's {len(ids)} tokens" in note and f"head {head} (KV group {group})" in note
-    assert "positions=" not in note + attention.layout.title.text + lens.layout.title.text  # no Python hints
+    titles = [f.layout.title.text + f.layout.title.subtitle.text for f in (attention, lens)]  # notes: the subtitle
+    assert "positions=" not in note + "".join(titles)  # no Python hints
 
 
 def test_look_inside_controls(demo_lab):
@@ -293,7 +294,7 @@ def test_look_inside_controls(demo_lab):
     attention, lens, _, note = inside.look_inside(demo_lab, history, 0, group=1, window=8, back=5)
     n = len(inside.conversation_ids(demo_lab, history)[0])
     assert [t.name for t in attention.data] == [f"head {h}" for h in range(arch.group_size, 2 * arch.group_size)]
-    assert list(np.asarray(lens.data[0].x)) == list(range(n - 13, n - 5))
+    assert [int(p) for p in lens.data[0].y] == list(range(n - 13, n - 5))  # the lens: a row per position
     assert "ending 5 tokens before the last" in note
     for kwargs, match in [
         (dict(layer=arch.n_layers), f"layer must lie in 0..{arch.n_layers - 1}"),

@@ -1,21 +1,8 @@
 """Real widths: the published configs' hidden sizes, head layouts, vocabularies and expert counts, with few layers
 (random weights: exactness does not depend on the values, and the full models would not fit a 2-core CI machine)."""
 
-import torch
-
 import qwen2_lab
-from qwen2_lab.arch import family_config
-
-
-def lab_from(name, **overrides):
-    from transformers import AutoModelForCausalLM
-
-    config = family_config(name)
-    for k, v in overrides.items():
-        setattr(config, k, v)
-    torch.manual_seed(0)
-    return qwen2_lab.Lab(AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval())
-
+from tests.helpers import family_lab as lab_from
 
 IDS = list(range(100, 140))
 

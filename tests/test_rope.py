@@ -4,37 +4,37 @@ import math
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import qwen2_lab
 from qwen2_lab import rope
 from qwen2_lab.arch import YARN_128K, arch_of, family
-
-
-def tiny_model(rope_parameters: dict, max_position: int = 1024) -> Qwen2ForCausalLM:
-    """A random 2-layer Qwen2 with the given rope parameters (head_dim 16, 4 query heads / 2 KV heads)."""
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, intermediate_size=96,
-        vocab_size=64, max_position_embeddings=max_position, rope_parameters={"rope_theta": 1e4, **rope_parameters},
-    )  # fmt: skip
-    return Qwen2ForCausalLM(config).eval()
-
+from tests.helpers import random_model
 
 YARN4 = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}
 
 
+def rope_model(rope_parameters: dict, max_position: int = 1024):
+    """A random 2-layer Qwen2 (head_dim 16, 4 query heads / 2 KV heads) with theta 1e4 and these rope parameters."""
+    return random_model(rope_parameters={"rope_theta": 1e4, **rope_parameters}, max_position_embeddings=max_position)
+
+
 @pytest.fixture(scope="module")
 def yarn_model():
-    return tiny_model(YARN4)
+    return rope_model(YARN4)
 
 
-def test_default_inv_freq_equals_the_models():
-    lab = qwen2_lab.load("tiny")
-    r = rope.rope_parameters(lab.arch)
-    assert torch.equal(r.inv_freq, lab.model.model.rotary_emb.inv_freq.cpu())
-    assert r.attention_factor == lab.model.model.rotary_emb.attention_scaling == 1.0
-    assert r.scaling is None and r.context == r.original_context == lab.arch.max_position
+@pytest.fixture(scope="module")
+def yarn_qk(yarn_model):
+    """The YaRN model's Rope, and a random query and key before RoPE (head_dim 16)."""
+    torch.manual_seed(1)
+    return rope.rope_parameters(arch_of(yarn_model)), torch.randn(16), torch.randn(16)
+
+
+def test_default_inv_freq_equals_the_models(tiny):
+    r = rope.rope_parameters(tiny.arch)
+    assert torch.equal(r.inv_freq, tiny.model.model.rotary_emb.inv_freq.cpu())
+    assert r.attention_factor == tiny.model.model.rotary_emb.attention_scaling == 1.0
+    assert r.scaling is None and r.context == r.original_context == tiny.arch.max_position
 
 
 def test_yarn_inv_freq_and_attention_factor_equal_the_models(yarn_model):
@@ -45,7 +45,7 @@ def test_yarn_inv_freq_and_attention_factor_equal_the_models(yarn_model):
     assert r.attention_factor == pytest.approx(0.1 * math.log(4) + 1, abs=1e-12)
     assert r.context == 1024 and r.original_context == 256
     # The same YaRN asked of the plain model's arch by factor alone: the original window is the model's own.
-    plain_arch = arch_of(tiny_model({"rope_type": "default"}, max_position=256))
+    plain_arch = arch_of(rope_model({"rope_type": "default"}, max_position=256))
     assert torch.equal(rope.rope_parameters(plain_arch, scaling=4).inv_freq, emb.inv_freq)
 
 
@@ -63,10 +63,8 @@ def test_cos_sin_and_rotation_equal_the_models(yarn_model):
         torch.testing.assert_close(rope.rotate(q[h], range(12), r), q_rot[h], rtol=1e-6, atol=1e-6)
 
 
-def test_pair_scores_sum_to_the_rotated_dot_product(yarn_model):
-    r = rope.rope_parameters(arch_of(yarn_model))
-    torch.manual_seed(1)
-    q, k = torch.randn(16), torch.randn(16)
+def test_pair_scores_sum_to_the_rotated_dot_product(yarn_qk):
+    r, q, k = yarn_qk
     distances = [0, 1, 5, 100, 700]
     scores = rope.pair_scores(q, k, r, distances)  # [D, hd/2]
     for m in (0, 33):  # relative distance only: the key's own position does not matter
@@ -76,8 +74,9 @@ def test_pair_scores_sum_to_the_rotated_dot_product(yarn_model):
             assert row.sum().item() == pytest.approx((qr @ kr).item(), rel=1e-5, abs=1e-5)
 
 
-def test_yarn_regimes_for_72b_match_the_reference():
-    """qwen2.md: hd 128, theta 1e6, 32768, factor 4: the ramp runs over frequency pairs 23..40 of 64."""
+def test_yarn_regimes_for_72b():
+    """Qwen2-72B-Instruct's 128K setting (head_dim 128, theta 1e6, original window 32768, factor 4): pairs 0..23 are
+    kept, 24..39 ramp, 40..63 are interpolated (YaRN's beta_fast = 32 and beta_slow = 1 turns in the window)."""
     arch = family()["Qwen/Qwen2-72B-Instruct"]
     plain, yarn = rope.rope_parameters(arch, scaling=False), rope.rope_parameters(arch, scaling=YARN_128K)
     regimes = rope.yarn_regimes(yarn, plain)
@@ -102,15 +101,13 @@ def test_scaling_arguments():
         rope.resolve_scaling(arch, 0.5)
     with pytest.raises(TypeError, match="scaling must be"):
         rope.resolve_scaling(arch, "yarn")
-    with pytest.raises(TypeError, match="Arch, Lab or Trace"):
+    with pytest.raises(TypeError, match="Arch, Lab or Trace.*family\\(\\)\\[name\\]"):
         rope.rope_parameters("Qwen2-7B")
     assert rope.bands(64, 4) == [range(0, 16), range(16, 32), range(32, 48), range(48, 64)]
 
 
-def test_binned_pair_scores_are_the_mean_over_each_bin(yarn_model):
-    r = rope.rope_parameters(arch_of(yarn_model))
-    torch.manual_seed(2)
-    q, k = torch.randn(16), torch.randn(16)
+def test_binned_pair_scores_are_the_mean_over_each_bin(yarn_qk):
+    r, q, k = yarn_qk
     edges = [1, 2, 5, 40, 1000]
     binned = rope.pair_scores_binned(q, k, r, edges)  # [B, hd/2]
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):

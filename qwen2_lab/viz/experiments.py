@@ -133,13 +133,15 @@ def head_grid(result) -> go.Figure:
 
 @dataclass(frozen=True)
 class EditEffect:
-    """What edit_effect draws: the answer tokens' logits before and after, and the top-k of both runs."""
+    """What edit_effect draws: the answer tokens' logits before and after, and the probabilities of the most
+    probable next tokens of either run, in both runs."""
 
     answers: list[str]
-    before: np.ndarray
-    after: np.ndarray
-    top_before: list[tuple[str, float]]
-    top_after: list[tuple[str, float]]
+    before: np.ndarray  # [A] logits
+    after: np.ndarray  # [A]
+    candidates: list[str]  # the top tokens of either run, most probable before first
+    p_before: np.ndarray  # [C]
+    p_after: np.ndarray  # [C]
     edits: list[str]
     position: int
 
@@ -149,10 +151,10 @@ def edit_effect_data(diff, tokens=None) -> EditEffect:
     diff = _check(diff, RunDiff, "edit_effect", "experiments.compare_runs(clean, edited, answer=...)")
     name = (lambda ids: [str(i) for i in ids]) if tokens is None else tokens
     ids = list(diff.answer_logits)
-    top = lambda pairs: list(zip(token_labels(name([i for i, _ in pairs])), [p for _, p in pairs]))  # noqa: E731
     return EditEffect(
         token_labels(name(ids)), np.array([diff.answer_logits[i][0] for i in ids]),
-        np.array([diff.answer_logits[i][1] for i in ids]), top(diff.top_a), top(diff.top_b),
+        np.array([diff.answer_logits[i][1] for i in ids]), token_labels(name([i for i, _, _ in diff.top])),
+        np.array([a for _, a, _ in diff.top]), np.array([b for _, _, b in diff.top]),
         [label for _, label in diff.edits], diff.position,
     )  # fmt: skip
 
@@ -160,22 +162,23 @@ def edit_effect_data(diff, tokens=None) -> EditEffect:
 def draw_edit_effect(d: EditEffect) -> go.Figure:
     fig = subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.14,
                    subplot_titles=["the answer tokens' logits", "the most probable next tokens"])  # fmt: skip
-    for name, values, colour in (("before", d.before, "#9ecae1"), ("after the edit", d.after, "#08519c")):
-        fig.add_trace(go.Bar(x=d.answers, y=values, name=name, marker_color=colour, legendgroup=name,
-                             hovertemplate="%{x}: logit %{y:.3f}<extra>" + name + "</extra>"), row=1, col=1)  # fmt: skip
-    for name, pairs, colour in (("before", d.top_before, "#9ecae1"), ("after the edit", d.top_after, "#08519c")):
-        fig.add_trace(go.Bar(
-            y=[f"{t} " for t, _ in pairs][::-1], x=[p for _, p in pairs][::-1], orientation="h", name=name,
-            marker_color=colour, legendgroup=name, showlegend=False, hovertemplate="%{y}: %{x:.2%}<extra>" + name + "</extra>",
-        ), row=1, col=2)  # fmt: skip
+    runs = (("before", d.before, d.p_before, "#9ecae1"), ("after the edit", d.after, d.p_after, "#08519c"))
+    answers, cands = position_keys(range(len(d.answers))), position_keys(range(len(d.candidates)))
+    for name, logits, probs, colour in runs:
+        fig.add_trace(go.Bar(x=answers, y=logits, name=name, marker_color=colour, legendgroup=name,
+                             hovertemplate="logit %{y:.3f}<extra>" + name + "</extra>"), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Bar(x=cands, y=probs, name=name, marker_color=colour, legendgroup=name, showlegend=False,
+                             hovertemplate="p %{y:.2%}<extra>" + name + "</extra>"), row=1, col=2)  # fmt: skip
     fig.update_layout(barmode="group", legend=LEGEND_BELOW)
-    fig.update_xaxes(row=1, col=2, tickformat=".0%", title_text="probability")
+    fig.update_xaxes(row=1, col=1, title_text="answer token", **token_axis(d.answers, list(range(len(d.answers)))))
+    fig.update_xaxes(row=1, col=2, title_text="next token", **token_axis(d.candidates, list(range(len(d.candidates)))))
     fig.update_yaxes(row=1, col=1, title_text="logit")
+    fig.update_yaxes(row=1, col=2, title_text="probability", tickformat=".0%", rangemode="tozero")
     return base_layout(fig, f"What the edit changed at position {d.position}",
                        "; ".join(d.edits) or "two runs compared", height=320, top=20)  # fmt: skip
 
 
 def edit_effect(diff, tokens=None) -> go.Figure:
-    """Before and after an edit (experiments.compare_runs): the answer tokens' logits, and the top-k of each run.
-    tokens: lab.tokens, to write token texts instead of ids."""
+    """Before and after an edit (experiments.compare_runs): the answer tokens' logits, and the probabilities of the
+    most probable next tokens of either run. tokens: lab.tokens, to write token texts instead of ids."""
     return draw_edit_effect(edit_effect_data(diff, tokens))

@@ -245,7 +245,7 @@ class GeneratedAttention:
     groups: list[int]
     weights: np.ndarray  # [G, N, T]: group, new token, key position (NaN past what that token could see)
     labels: list[str]  # every position's token (prompt, then the new tokens)
-    rows: list[str]  # the new tokens
+    rows: list[str]  # "→ token": the query whose attention chose that token (it sits one position before it)
     prompt_length: int
 
 
@@ -269,7 +269,8 @@ def generated_attention_data(gen, layer: int, *, groups=None) -> GeneratedAttent
         by_group = p.reshape(a.n_kv_heads, a.group_size, -1).mean(1)  # (nKV, t)
         weights[:, n, : p.shape[-1]] = by_group[groups]
     labels = token_labels(gen.lab.tokens(gen.prompt_ids.tolist()) + gen.tokens)[:T]
-    return GeneratedAttention(layer, groups, weights, labels, token_labels(gen.tokens), len(gen.prompt_ids))
+    rows = ["→ " + label for label in token_labels(gen.tokens)]  # the query that chose this token
+    return GeneratedAttention(layer, groups, weights, labels, rows, len(gen.prompt_ids))
 
 
 def draw_generated_attention(d: GeneratedAttention) -> go.Figure:
@@ -282,15 +283,15 @@ def draw_generated_attention(d: GeneratedAttention) -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=d.weights[i], x=keys, y=rows, colorscale=WEIGHT_SCALE, zmin=0, zmax=1, showscale=i == 0,
             colorbar=dict(title="weight"), customdata=np.array([[d.labels[t] for t in range(T)]] * N),
-            hovertemplate="new token %{y} reads %{customdata} (pos %{x})<br>weight %{z:.3f}<extra></extra>",
+            hovertemplate="step %{y}: reads %{customdata} (pos %{x})<br>weight %{z:.3f}<extra></extra>",
         ), row=i + 1, col=1)  # fmt: skip
-        fig.update_yaxes(row=i + 1, col=1, title_text="new token", **token_axis(d.rows, list(range(N)), reverse=True))
+        fig.update_yaxes(row=i + 1, col=1, title_text="choosing", **token_axis(d.rows, list(range(N)), reverse=True))
         fig.add_vline(x=d.prompt_length - 0.5, line=dict(color="#444", dash="dot", width=1), row=i + 1, col=1)
     fig.update_xaxes(row=G, col=1, title_text="position read (prompt | answer)", **token_axis(d.labels, list(range(T))))
     return base_layout(
         fig, f"Layer {d.layer}: where each new token looked, by KV group",
-        "each row: one generated token's attention over every earlier position (mean of the query heads sharing that"
-        " KV head); the dotted line ends the prompt",
+        "each row: the attention that chose the token after the arrow, over every position before it (mean of the"
+        " query heads sharing that KV head); the dotted line ends the prompt",
         height=max(160, 22 * N) * G, top=20,
     )  # fmt: skip
 

@@ -4,129 +4,212 @@ which `lab.trace(inputs, lens=k)` computes with the model's own final norm and l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ._style import at, base_layout, check_index, check_trace, numpy, token_axis, token_label, token_labels, window
+from ..trace import as_trace
+from .style import (
+    LEGEND_BELOW,
+    MIN_WIDTH,
+    at,
+    base_layout,
+    check_index,
+    position_keys,
+    token_axis,
+    token_label,
+    token_labels,
+    window,
+)
 
-TEXT_CELLS = 2_500  # write the top token into each cell only while cells are big enough to read
+TEXT_CELLS, TEXT_COLUMNS = 2_500, 16  # write guesses into cells only while cells are wide enough to read
+LENS_TOKENS = 32  # positions (rows) shown by default
 
 
 def check_lens(trace, view: str):
-    """(lens_ids, lens_probs) [L, S, k], or an error saying how to get them."""
-    trace = check_trace(trace, view)
-    ids, probs = getattr(trace, "lens_ids", None), getattr(trace, "lens_probs", None)
-    if ids is None or probs is None:
+    """(trace, lens_ids, lens_probs) [L, S, k], or an error saying how to get the lens."""
+    trace = as_trace(trace, view)
+    if trace.lens_ids is None or trace.lens_probs is None:
         raise ValueError(
             f"{view} needs the logit lens, which this trace did not compute: call lab.trace(inputs, lens=5)"
         )
-    return ids, probs
+    return trace, trace.lens_ids, trace.lens_probs
 
 
-def lens_vocab(trace, ids: torch.Tensor, tokenizer=None) -> dict[int, str]:
-    """Readable text for each token id in `ids`.
+def lens_vocab(trace, ids: torch.Tensor, tokenizer=None) -> tuple[dict[int, str], bool]:
+    """The text of each token id in `ids`, and whether it is real text for all of them.
 
     tokenizer: anything with .decode([id]) (lab.tokenizer) or a function id -> str. Without one, the text the Lab
     stored in trace.lens_text; failing that, ids that occur in the input get their input text, others '#id'.
     """
+    from transformers import PreTrainedTokenizerBase
+
     unique = sorted(set(ids.flatten().tolist()))
     if tokenizer is None and trace.lens_text is not None:
         tokenizer = trace.lens_text.__getitem__
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return {i: tokenizer.decode([i]) for i in unique}, True
+    if callable(tokenizer):
+        return {i: tokenizer(i) for i in unique}, True
     if tokenizer is not None:
-        decode = (
-            tokenizer if callable(tokenizer) and not hasattr(tokenizer, "decode") else lambda i: tokenizer.decode([i])
-        )
-        return {i: token_label(decode(i)) for i in unique}
+        raise TypeError(f"tokenizer must be an HF tokenizer (lab.tokenizer) or a function id -> str, got {tokenizer!r}")
     known = {int(i): t for i, t in zip(trace.token_ids.tolist(), trace.tokens)}
-    return {i: token_label(known[i]) if i in known else f"#{i}" for i in unique}
+    return {i: known.get(i, f"#{i}") for i in unique}, all(i in known for i in unique)
 
 
-def logit_lens(trace, *, tokenizer=None, positions=None, max_tokens: int = 48) -> go.Figure:
-    """Layers x positions: the top next-token guess read from each layer's residual, coloured by its probability.
+def fit_chars(columns: int, px_per_char: float = 6.6) -> int:
+    """How many characters of 11 px text fit in one of `columns` equal cells at MIN_WIDTH (between 3 and 14)."""
+    return max(3, min(14, int((MIN_WIDTH - 200) / columns / px_per_char) - 1))
 
-    Needs trace.lens_ids / lens_probs (lab.trace(..., lens=5)). Hover lists the top k with probabilities and says
-    whether the guess is the input's actual next token. tokenizer (e.g. lab.tokenizer) writes every guess as text.
-    """
-    view = "logit_lens"
-    ids, probs = check_lens(trace, view)  # (L, S, k) each
-    L, S, k = ids.shape
+
+# ---- logit_lens -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """What logit_lens draws: for each layer and shown position, the top-k guesses for the next token."""
+
+    positions: list[int]  # token positions shown
+    labels: list[str]  # readable label of every token of the trace
+    ids: np.ndarray  # [L, T, k]: token ids of the guesses, best first
+    probs: np.ndarray  # [L, T, k]: their probabilities
+    guesses: np.ndarray  # [L, T, k]: their text (object array of str)
+    hits: np.ndarray  # [L, T]: whether the top guess is the input's next token
+    decoded: bool  # whether every guess is real text (else some are '#id')
+    note: str  # which positions, when not all
+
+
+def logit_lens_data(trace, *, tokenizer=None, positions=None, max_tokens: int = LENS_TOKENS) -> LogitLens:
+    """The numbers of logit_lens (see there)."""
+    trace, ids, probs = check_lens(trace, "logit_lens")  # (L, S, k) each
+    S = ids.shape[1]
     pos, note = window(S, positions, max_tokens)
     idx = torch.tensor(pos)
     ids, probs = ids[:, idx].cpu(), probs[:, idx].float().cpu()  # (L, T, k)
-    vocab = lens_vocab(trace, ids, tokenizer)
-    labels = token_labels(trace.tokens)
-    nxt = trace.token_ids.tolist()
-    top = [[vocab[int(i)] for i in row] for row in ids[..., 0]]  # (L, T): the top guess as text
+    text, decoded = lens_vocab(trace, ids, tokenizer)
+    guesses = np.vectorize(lambda i: text[int(i)], otypes=[object])(ids.numpy())
+    nxt = torch.tensor([int(trace.token_ids[p + 1]) if p + 1 < S else -1 for p in pos])  # (T,)
+    hits = (ids[..., 0] == nxt).numpy()  # (L, T)
+    return LogitLens(pos, token_labels(trace.tokens), ids.numpy(), probs.numpy(), guesses, hits, decoded, note)
+
+
+def draw_logit_lens(d: LogitLens) -> go.Figure:
+    """A table: a row per position, a column per layer, each cell the top guess coloured by its probability. (z is
+    [layers, positions] as in the trace, drawn transposed; text and hovers are given as drawn.)"""
+    L, T, k = d.ids.shape
+    keys, S = position_keys(d.positions), len(d.labels)
+    cut = fit_chars(L)
+    write = L <= TEXT_COLUMNS and L * T <= TEXT_CELLS
+    top = [[token_label(d.guesses[layer, t, 0], cut) for layer in range(L)] for t in range(T)]  # (T, L)
     hover = [
         [
-            f"layer {layer}, after {at(labels, p)}<br>"
-            + "<br>".join(
-                f"{r + 1}. '{vocab[int(ids[layer, t, r])]}' {float(probs[layer, t, r]):.6f}" for r in range(k)
-            )
-            + (f"<br>next in the input: '{labels[p + 1]}'" if p + 1 < S else "")
-            for t, p in enumerate(pos)
+            f"layer {layer}, after {at(d.labels, p)}<br>"
+            + "<br>".join(f"{r + 1}. '{token_label(d.guesses[layer, t, r])}' {d.probs[layer, t, r]:.6f}" for r in range(k))
+            + (f"<br>next in the input: '{d.labels[p + 1]}'" if p + 1 < S else "")
+            for layer in range(L)
         ]
-        for layer in range(L)
-    ]
+        for t, p in enumerate(d.positions)
+    ]  # fmt: skip
     fig = go.Figure(
         go.Heatmap(
-            z=numpy(probs[..., 0]), x=pos, y=list(range(L)), text=top, customdata=hover, colorscale="Blues",
-            zmin=0, zmax=1, texttemplate="%{text}" if L * len(pos) <= TEXT_CELLS else None,
-            textfont=dict(size=9), colorbar=dict(title="probability<br>of the top<br>guess"),
-            hovertemplate="%{customdata}<extra></extra>",
+            z=d.probs[..., 0], transpose=True, x=list(range(L)), y=keys, text=top, customdata=hover, colorscale="Blues",
+            zmin=0, zmax=1, texttemplate="%{text}" if write else None, textfont=dict(size=11),
+            colorbar=dict(title="probability<br>of the top<br>guess"), hovertemplate="%{customdata}<extra></extra>",
         )
     )  # fmt: skip
-    hit = [
-        (p, layer) for layer in range(L) for t, p in enumerate(pos) if p + 1 < S and int(ids[layer, t, 0]) == nxt[p + 1]
-    ]
-    if hit:
+    layer, t = np.nonzero(d.hits)
+    if len(layer):
         fig.add_trace(
             go.Scatter(
-                x=[p for p, _ in hit], y=[layer for _, layer in hit], mode="markers", name="top guess = next input token",
-                marker=dict(symbol="circle-open", size=16, color="#d62728", line=dict(width=2)), hoverinfo="skip",
+                x=layer, y=[keys[i] for i in t], mode="markers", name="top guess = the next input token",
+                marker=dict(symbol="circle-open", size=18, color="#d62728", line=dict(width=2)), hoverinfo="skip",
+                showlegend=True,
             )
         )  # fmt: skip
-    fig.update_xaxes(title_text="position (the guess is for the token after it)", **token_axis(labels, pos))
-    fig.update_yaxes(title_text="layer (residual after it)", dtick=1 if L <= 30 else 5)
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(
+        title_text="position (the guess is for the token after it)", **token_axis(d.labels, d.positions, reverse=True)
+    )
+    fig.update_xaxes(title_text="layer (the residual after it)", dtick=1 if L <= 30 else 5, side="top")
+    fig.update_layout(legend=LEGEND_BELOW)
     return base_layout(
         fig,
         "Logit lens: what each layer's residual would predict next, read through the final norm and lm_head",
-        "colour: probability of the top guess; text: the guess; the top row is the model's own prediction",
-        "" if tokenizer is not None or trace.lens_text else "guesses not in the input show as #id: pass tokenizer=",
-        note,
-        height=max(380, 160 + 22 * L),
-        width=max(700, 220 + 46 * len(pos)),
+        "colour: probability of the top guess"
+        + ("; text: the guess" if write else "; hover for the guesses")
+        + "; the last column is the model's own prediction",
+        "" if d.decoded else "guesses not in the input show as #id: pass tokenizer=",
+        d.note,
+        height=max(220, 24 * T),
+        top=30,
     )
 
 
-def lens_position(trace, position: int, *, tokenizer=None) -> go.Figure:
-    """One position's logit lens in full: for every layer its top-k guesses (text) and their probabilities.
+def logit_lens(trace, **options) -> go.Figure:
+    """Positions x layers: the top next-token guess read from each layer's residual, coloured by its probability.
 
-    Needs trace.lens_ids / lens_probs (lab.trace(..., lens=5)).
+    Needs trace.lens_ids / lens_probs (lab.trace(..., lens=5)). Hover lists the top k with probabilities and says
+    whether the guess is the input's actual next token. Options (logit_lens_data): tokenizer= (e.g. lab.tokenizer)
+    writes every guess as text; positions= a window (slice(-24, None): the last 24); max_tokens= (default 32).
     """
-    view = "lens_position"
-    ids, probs = check_lens(trace, view)
-    L, S, k = ids.shape
-    p = check_index(position, S, "position", view)
+    return draw_logit_lens(logit_lens_data(trace, **options))
+
+
+# ---- lens_position ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LensPosition:
+    """What lens_position draws: one position's top-k guesses in every layer."""
+
+    position: int
+    name: str  # the position as a title names it
+    following: str | None  # readable label of the input's next token (None at the last position)
+    probs: np.ndarray  # [L, k]
+    guesses: np.ndarray  # [L, k]: text (object array of str)
+
+
+def lens_position_data(trace, position: int, *, tokenizer=None) -> LensPosition:
+    """The numbers of lens_position (see there)."""
+    trace, ids, probs = check_lens(trace, "lens_position")
+    S = ids.shape[1]
+    p = check_index(position, S, "position", "lens_position")
     ids, probs = ids[:, p].cpu(), probs[:, p].float().cpu()  # (L, k)
-    vocab = lens_vocab(trace, ids, tokenizer)
-    text = [[vocab[int(i)] for i in row] for row in ids]  # (L, k)
+    text, _ = lens_vocab(trace, ids, tokenizer)
     labels = token_labels(trace.tokens)
+    guesses = np.vectorize(lambda i: text[int(i)], otypes=[object])(ids.numpy())
+    return LensPosition(p, at(labels, p), labels[p + 1] if p + 1 < S else None, probs.numpy(), guesses)
+
+
+def draw_lens_position(d: LensPosition) -> go.Figure:
+    """Layers down, ranks across, each cell a guess coloured by its probability."""
+    L, k = d.probs.shape
+    cut = fit_chars(k)
     fig = go.Figure(
         go.Heatmap(
-            z=numpy(probs), x=[f"#{r + 1}" for r in range(k)], y=list(range(L)), text=text, texttemplate="%{text}",
-            colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="probability"),
-            hovertemplate="layer %{y}, guess %{x}: '%{text}'<br>probability %{z:.6f}<extra></extra>",
+            z=d.probs, x=[f"#{r + 1}" for r in range(k)], y=list(range(L)), texttemplate="%{text}",
+            text=[[token_label(g, cut) for g in row] for row in d.guesses], textfont=dict(size=11),
+            customdata=[[token_label(g) for g in row] for row in d.guesses], colorscale="Blues", zmin=0, zmax=1,
+            colorbar=dict(title="probability"),
+            hovertemplate="layer %{y}, guess %{x}: '%{customdata}'<br>probability %{z:.6f}<extra></extra>",
         )
     )  # fmt: skip
-    fig.update_xaxes(title_text="rank of the guess")
-    fig.update_yaxes(title_text="layer", dtick=1 if L <= 30 else 5)
-    following = f"; the input continues with '{labels[p + 1]}'" if p + 1 < S else ""
+    fig.update_xaxes(title_text="rank of the guess", side="top")
+    fig.update_yaxes(title_text="layer", dtick=1 if L <= 30 else 5, autorange="reversed")
+    following = f"; the input continues with '{d.following}'" if d.following is not None else ""
     return base_layout(
         fig,
-        f"Logit lens after {at(labels, p)}: the top {k} guesses for the next token, layer by layer{following}",
+        f"Logit lens after {d.name}: the top {k} guesses for the next token, layer by layer{following}",
         "colour: probability",
-        height=max(360, 140 + 22 * L),
-        width=max(480, 200 + 90 * k),
+        height=max(220, 26 * L),
+        top=30,
     )
+
+
+def lens_position(trace, position: int, **options) -> go.Figure:
+    """One position's logit lens in full: for every layer its top-k guesses (text) and their probabilities.
+
+    Needs trace.lens_ids / lens_probs (lab.trace(..., lens=5)). Options: tokenizer=.
+    """
+    return draw_lens_position(lens_position_data(trace, position, **options))

@@ -1,0 +1,35 @@
+"""Inputs: strings, chat messages (with or without an open assistant message) and ids become the same token ids
+everywhere."""
+
+import pytest
+import torch
+
+from qwen2_lab.facts import chatml
+from qwen2_lab.inputs import normalize_messages, token_id
+
+ASK = [{"role": "user", "content": "A={3,5,7,9}, B={1,3,4,8}. What is A∩B?"}]
+
+
+def test_chat_messages_get_the_template_and_the_assistant_prompt(tiny):
+    assert tiny.tokenizer.decode(tiny.encode(ASK)) == chatml(ASK)
+
+
+def test_a_last_assistant_message_is_left_open_for_the_model_to_continue(tiny):
+    ids = tiny.encode(ASK + [{"role": "assistant", "content": "A∩B={"}])
+    assert tiny.tokenizer.decode(ids) == chatml(ASK) + "A∩B={"
+    torch.testing.assert_close(ids, tiny.encode(chatml(ASK) + "A∩B={"))
+
+
+def test_gradio_content_blocks_are_plain_text():
+    blocks = [{"role": "user", "content": [{"type": "text", "text": "A="}, {"type": "text", "text": "{1}"}]}]
+    assert normalize_messages(blocks) == [{"role": "user", "content": "A={1}"}]
+    with pytest.raises(ValueError, match="'role' and 'content'"):
+        normalize_messages(["hello"])
+
+
+def test_token_ids_from_ids_or_one_token_texts(tiny):
+    assert token_id(tiny.tokenizer, "3", tiny.arch.vocab) == tiny.tokenizer.encode("3")[0]
+    assert token_id(None, 7, 10) == 7
+    for bad, message in [(10, "0..9"), (True, "0..9"), ("", "0 tokens"), ("A={1,2}", "exactly one token")]:
+        with pytest.raises(ValueError, match=message):
+            token_id(tiny.tokenizer if isinstance(bad, str) else None, bad, 10 if not isinstance(bad, str) else 640)
