@@ -37,6 +37,7 @@ import inside  # noqa: E402
 import tokens  # noqa: E402
 import whatif  # noqa: E402
 
+from qwen2_lab import viz  # noqa: E402
 from qwen2_lab.arch import count  # noqa: E402
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.loading import BUNDLED  # noqa: E402
@@ -155,13 +156,14 @@ class TokensUI:
     confidence: gr.HighlightedText
     step: gr.Number  # the clicked token's step
     note: gr.Markdown
+    candidates: gr.Plot  # the clicked token's candidates, raw against after the sampling settings
     alternatives: gr.Radio
     token: gr.Number  # the token picked among the alternatives: what continue reads (a client may send any id)
     continue_btn: gr.Button
 
     @property
     def outputs(self) -> list:
-        return [self.confidence, self.step, self.note, self.alternatives]
+        return [self.confidence, self.step, self.note, self.candidates, self.alternatives]
 
 
 def on_model(trigger, fn, inputs, outputs, **kwargs):
@@ -229,10 +231,11 @@ def tokens_panel() -> TokensUI:
         color_map=tokens.COLORS, show_legend=True, combine_adjacent=False, interactive=False,
     )  # fmt: skip
     note = gr.Markdown(tokens.HINT, elem_id="token-note")
+    candidates = gr.Plot(show_label=False, elem_id="token-candidates")
     alternatives = gr.Radio([], label="Continue with", elem_id="alternatives")
     continue_btn = gr.Button("Continue from here with this token", elem_id="continue-btn")
     hidden = dict(visible=False, precision=0)
-    return TokensUI(confidence, gr.Number(**hidden), note, alternatives, gr.Number(**hidden), continue_btn)
+    return TokensUI(confidence, gr.Number(**hidden), note, candidates, alternatives, gr.Number(**hidden), continue_btn)
 
 
 def settings_controls(lab) -> list:
@@ -260,7 +263,7 @@ def ready() -> gr.Textbox:
 
 def shown_tokens(gen) -> tuple:
     """The token panel for the reply `gen` (None: empty), before any token is clicked."""
-    return tokens.confidence(gen), None, tokens.HINT, gr.Radio(choices=[], value=None)
+    return tokens.confidence(gen), None, tokens.HINT, None, gr.Radio(choices=[], value=None)
 
 
 def wire_chat(lab, ui: ChatUI) -> None:
@@ -335,9 +338,10 @@ def wire_chat(lab, ui: ChatUI) -> None:
         if gen is None or not 0 <= clicked.index < len(gen.steps):
             raise gr.Error("That reply is gone: ask again, then click a token of the new reply.")
         note, choices, offered = tokens.details(gen, clicked.index)
-        return clicked.index, note, gr.Radio(choices=choices, value=offered)
+        figure = inside.fit_width(viz.candidates(gen, clicked.index))
+        return clicked.index, note, figure, gr.Radio(choices=choices, value=offered)
 
-    view.confidence.select(pick, ui.gen, [view.step, view.note, view.alternatives], **quick)
+    view.confidence.select(pick, ui.gen, [view.step, view.note, view.candidates, view.alternatives], **quick)
     view.alternatives.change(lambda token: token, view.alternatives, view.token, queue=False, **PRIVATE)
 
 

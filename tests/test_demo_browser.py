@@ -327,6 +327,8 @@ def test_a_clicked_token_shows_its_alternatives_and_the_reply_continues_from_the
     spans[k].click()
     note, choices, offered = tokens.details(gen, k)
     wait_for(lambda: f"Token {k}" in page.find_element(By.ID, "token-note").text, what="the clicked token's note")
+    wait_for(lambda: f"Step {k}: the candidates" in page.find_element(By.ID, "token-candidates").text,
+             what="the clicked token's candidates, drawn")  # fmt: skip
     shown = wait_for(lambda: texts(page, "#alternatives label"), what="the alternatives")
     assert shown == [label for label, _ in choices]
     checked = page.find_element(By.CSS_SELECTOR, "#alternatives input:checked").get_attribute("value")

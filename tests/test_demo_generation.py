@@ -237,7 +237,7 @@ def test_look_inside_after_a_reply_draws_from_its_record_without_a_forward(name,
             mean = pattern[g * arch.group_size : (g + 1) * arch.group_size].mean(0)
             assert np.allclose(z[row, : len(mean)], mean.numpy(), atol=1e-6)
     read = [gen.steps[i].position - 1 for i in shown]  # the positions whose forwards chose the shown tokens
-    assert list(np.asarray(lens.data[0].x)) == read
+    assert list(lens.data[0].y) == [str(p) for p in read]  # a row per position
     expected = torch.stack([gen.steps[i].lens_probs[:, 0] for i in shown], 1)  # (L, N): each layer's top guess
     assert np.allclose(np.asarray(lens.data[0].z, dtype=float), expected.numpy())
     assert (routing is not None) == arch.is_moe
