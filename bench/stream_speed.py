@@ -2,6 +2,7 @@
 
     python bench/stream_speed.py                         # tiny and a random model with Qwen2-0.5B's shape, CPU
     python bench/stream_speed.py --threads 1 --http      # on a shared 2-core machine
+    python bench/stream_speed.py --models tiny --threads 1 --page   # and the page's chat, recording for Look inside
     python bench/stream_speed.py --models 0.5B --new-tokens 128 --repeats 7
     python bench/stream_speed.py --models 1.5B --device cuda --dtype bfloat16 --http
 
@@ -10,6 +11,9 @@ Rows, all greedy on the same chat prompt (the Qwen2 launch's LeetCode 34 prompt)
   demo stream   `chat.respond`, the function behind the demo's chat and its `chat` API: the request checked, then
                 `lab.stream` (HF generate in a thread, a piece per token) with every growing reply yielded
   demo http     (--http) the same, served by the demo app and read through `gradio_client` over loopback
+  page top-5    (--page) `chat.reply`, the page's chat: the same, and each token's top-5 candidates recorded
+  page record   (--page) the same, and what Look inside draws after the reply: one layer's attention, its MoE
+                routing, and the logit lens of every layer
 Every reply is exactly --new-tokens long: the model's generation config gets min_new_tokens = max_new_tokens, so an
 end-of-turn token cannot stop one row early, and the streamed text is asserted equal to generate's. The rows
 alternate within each repeat, after one warm-up of each, so drift in a shared machine's load hits all of them
@@ -34,7 +38,7 @@ sys.path[:0] = [str(ROOT / "demo"), str(ROOT)]  # the demo's modules, and qwen2_
 from common import build  # noqa: E402
 
 
-def measure(lab, new_tokens: int, repeats: int, http: bool) -> dict[str, list[float]]:
+def measure(lab, new_tokens: int, repeats: int, http: bool, page: bool = False) -> dict[str, list[float]]:
     """Seconds per reply for each row, `repeats` times each after one warm-up."""
     import chat
     import torch
@@ -64,7 +68,18 @@ def measure(lab, new_tokens: int, repeats: int, http: bool) -> dict[str, list[fl
         sync()
         return last[0]
 
+    def reply(**options) -> str:
+        last = deque(chat.reply(lab, [{"role": "user", "content": prompt}], *settings, **options), maxlen=1)
+        sync()
+        return last[0][0][-1]["content"]
+
     rows = {"generate": generate, "demo stream": stream}
+    if page:
+        import inside
+        import tokens
+
+        rows["page top-5"] = lambda: reply(top=tokens.TOP)
+        rows["page record"] = lambda: reply(top=tokens.TOP, **inside.record_options(lab.arch))
     client = server = None
     if http:
         import app
@@ -101,6 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--http", action="store_true", help="also time the served app through gradio_client")
+    p.add_argument("--page", action="store_true", help="also time the page's chat, with and without its record")
     args = p.parse_args(argv)
 
     import torch
@@ -113,7 +129,7 @@ def main(argv=None) -> None:
     lines = [header, "-" * len(header)]
     for model in args.models:
         lab = build(model, args.device, args.dtype)
-        times = measure(lab, args.new_tokens, args.repeats, args.http)
+        times = measure(lab, args.new_tokens, args.repeats, args.http, args.page)
         base = statistics.median(times["generate"])
         for name, ts in times.items():
             median = statistics.median(ts)

@@ -6,10 +6,12 @@
 
 QwenLM's own web_demo.py streams a chat and nothing else. This one also has sampling settings, examples that fit the
 model that runs, answers checked against known results (math) or run against tests in a sandbox (code), the failure
-sent back for the model to repair, and the conversation drawn from inside by the notebooks' own figures.
-Serving: one bounded queue, one generation at a time per model, stable API names `chat`, `check_code` and
-`check_answer`. Built from Gradio's public components and events only: a `gr.Chatbot` and a textbox whose submit
-adds the user's message, then streams the reply (`chat.reply`).
+sent back for the model to repair, the reply token by token with how sure the model was of each and what it weighed
+instead (continue from any token with another: `tokens`), the reply drawn from inside by the notebooks' own figures
+from what it recorded while generating (`inside`), and the last answer regenerated with one thing changed inside the
+model (`whatif`). Serving: one bounded queue, one generation at a time per model, stable API names `chat`,
+`check_code` and `check_answer`. Built from Gradio's public components and events only: a `gr.Chatbot` and a textbox
+whose submit adds the user's message, then streams the reply (`chat.reply`), whose Generation the session keeps.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ import chat  # noqa: E402
 import check  # noqa: E402
 import gradio as gr  # noqa: E402
 import inside  # noqa: E402
+import tokens  # noqa: E402
+import whatif  # noqa: E402
 
+from qwen2_lab import viz  # noqa: E402
 from qwen2_lab.arch import count  # noqa: E402
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.loading import BUNDLED  # noqa: E402
@@ -42,6 +47,13 @@ MODEL_GROUP = "model"  # the concurrency group of everything that runs the model
 QUEUE_SIZE = 16
 GPU_SECONDS = 120  # ZeroGPU's allotment per call: a long reply on a large model
 PRIVATE = dict(api_visibility="private")  # the page's own events: not API endpoints
+
+
+def unlisted(name: str) -> dict:
+    """A page event that a client may call by name (gradio_client, `api_name="/name"`) in its own session, but that
+    the API page does not list: it follows the page's components, which may change."""
+    return dict(api_name=name, api_visibility="undocumented")
+
 
 try:  # On a Hugging Face ZeroGPU Space, a GPU is attached only inside functions marked like this.
     import spaces
@@ -127,11 +139,31 @@ class ChatUI:
     chatbot: gr.Chatbot
     textbox: gr.Textbox
     settings: list  # system prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
+    record: gr.Checkbox  # record each reply for Look inside
     problem: gr.Dropdown
     check_btn: gr.Button
     send_btn: gr.Button
     report: gr.Markdown
     failure: gr.State  # the report of the last failed code check, ready to send back
+    gen: gr.State  # the Generation of the chat's last reply (None when the chat does not end with one)
+    tokens: TokensUI
+
+
+@dataclass
+class TokensUI:
+    """The last reply token by token: the coloured reply, the clicked token, its alternatives, continue."""
+
+    confidence: gr.HighlightedText
+    step: gr.Number  # the clicked token's step
+    note: gr.Markdown
+    candidates: gr.Plot  # the clicked token's candidates, raw against after the sampling settings
+    alternatives: gr.Radio
+    token: gr.Number  # the token picked among the alternatives: what continue reads (a client may send any id)
+    continue_btn: gr.Button
+
+    @property
+    def outputs(self) -> list:
+        return [self.confidence, self.step, self.note, self.candidates, self.alternatives]
 
 
 def on_model(trigger, fn, inputs, outputs, **kwargs):
@@ -149,6 +181,8 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
             ui = chat_tab(lab)
         with gr.Tab("Look inside"):
             inside_tab(lab, ui)
+        with gr.Tab("What if"):
+            what_if_tab(lab, ui)
         with gr.Tab("Model card"):
             gr.Markdown(model_card(lab), elem_id="model-card")
         wire_chat(lab, ui)
@@ -157,7 +191,7 @@ def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
 
 
 def chat_tab(lab) -> ChatUI:
-    """The chat with its examples and settings, and the Check panel under it."""
+    """The chat with its examples and settings, the reply token by token, and the Check panel."""
     chatbot = gr.Chatbot(
         label=lab.name, height=420, elem_id="chatbot",
         examples=[{"text": prompt, "display_text": label} for prompt, label in examples(lab)],
@@ -168,6 +202,14 @@ def chat_tab(lab) -> ChatUI:
     )  # fmt: skip
     with gr.Accordion("Settings: system prompt and sampling", open=False):
         settings = settings_controls(lab)
+        record = gr.Checkbox(
+            inside.record_by_default(lab.arch), elem_id="record-box",
+            label="Record each new token for Look inside (its attention in one layer, its routing there, the logit lens)",
+            info=f"The logit lens adds about {inside.lens_cost(lab.arch):.1f} forward passes' work per token on this"
+            " model. Off: Look inside traces the conversation instead.",
+        )  # fmt: skip
+    with gr.Accordion("The last reply, token by token: how sure the model was", open=False, elem_id="tokens-panel"):
+        token_view = tokens_panel()
     with gr.Group():
         with gr.Row():
             problem = gr.Dropdown(
@@ -177,7 +219,23 @@ def chat_tab(lab) -> ChatUI:
             check_btn = gr.Button("Check the last reply", elem_id="check-btn", variant="primary", scale=1)
             send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
         report = gr.Markdown(check.WAITING, elem_id="check-report")
-    return ChatUI(chatbot, textbox, settings, problem, check_btn, send_btn, report, gr.State(""))
+    return ChatUI(
+        chatbot, textbox, settings, record, problem, check_btn, send_btn, report, gr.State(""), gr.State(), token_view
+    )
+
+
+def tokens_panel() -> TokensUI:
+    """The reply with each token coloured by its probability; under it, what a clicked token weighed."""
+    confidence = gr.HighlightedText(
+        label="Each token coloured by its probability (raw, when it was chosen); click one", elem_id="confidence",
+        color_map=tokens.COLORS, show_legend=True, combine_adjacent=False, interactive=False,
+    )  # fmt: skip
+    note = gr.Markdown(tokens.HINT, elem_id="token-note")
+    candidates = gr.Plot(show_label=False, elem_id="token-candidates")
+    alternatives = gr.Radio([], label="Continue with", elem_id="alternatives")
+    continue_btn = gr.Button("Continue from here with this token", elem_id="continue-btn")
+    hidden = dict(visible=False, precision=0)
+    return TokensUI(confidence, gr.Number(**hidden), note, candidates, alternatives, gr.Number(**hidden), continue_btn)
 
 
 def settings_controls(lab) -> list:
@@ -203,26 +261,37 @@ def ready() -> gr.Textbox:
     return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
 
 
+def shown_tokens(gen) -> tuple:
+    """The token panel for the reply `gen` (None: empty), before any token is clicked."""
+    return tokens.confidence(gen), None, tokens.HINT, None, gr.Radio(choices=[], value=None)
+
+
 def wire_chat(lab, ui: ChatUI) -> None:
-    """Four ways to start a turn (send a message, click an example, retry, send a failure back). Each checks the
-    request (`chat.checked`) and writes the chat with the user's message at its end into `turn`; then the chat shows
-    it, one reply event streams the answer into it, and the math is checked.
+    """Five ways to start a turn (send a message, click an example, retry, send a failure back, continue the reply
+    from a clicked token). Each checks the request (`chat.checked`, `tokens.checked_fork`) and writes the chat to
+    show into `turn`; then the chat shows it, one model event streams the answer into it (and the session keeps the
+    reply's Generation in `ui.gen`), the math is checked and the token panel shows the new reply.
 
     A refused request (an empty message, a chat too long for the context window, nothing to send back) shows its
     message and leaves the chat as it was: the check's only output is the hidden `turn`, so Gradio's error mark lands
     on no visible component.
     """
-    turn = gr.State()
+    turn, view = gr.State(), ui.tokens
 
-    def answer(started):
-        shown = started.success(lambda chat: (busy(), chat), turn, [ui.textbox, ui.chatbot], queue=False, **PRIVATE)
-        replied = on_model(shown.success, stream_reply, [ui.chatbot, *ui.settings], [ui.chatbot], **PRIVATE)
+    def answer(started, stream, inputs, **api):
+        shown = started.success(  # (the panel's clicked token stays: the continue event reads it)
+            lambda chat: (busy(), chat, None, tokens.HINT), turn, [ui.textbox, ui.chatbot, view.confidence, view.note],
+            queue=False, **PRIVATE,
+        )  # fmt: skip
+        replied = on_model(shown.success, stream, inputs, [ui.chatbot, ui.gen], **(api or PRIVATE))
         replied.then(check.auto_check, [ui.chatbot, ui.problem], [ui.report, ui.failure], **PRIVATE)
+        replied.then(shown_tokens, ui.gen, view.outputs, queue=False, **PRIVATE)
         replied.then(ready, None, ui.textbox, queue=False, **PRIVATE)
         return replied
 
-    def stream_reply(history, *settings):
-        yield from chat.reply(lab, history, *settings)
+    def stream_reply(history, record, *settings):
+        options = dict(top=tokens.TOP, **(inside.record_options(lab.arch) if record else {}))
+        yield from chat.reply(lab, history, *settings, **options)
 
     def send(message, history, *settings):
         return chat.checked(lab, chat.user_turn(message, history), *settings)
@@ -238,48 +307,97 @@ def wire_chat(lab, ui: ChatUI) -> None:
             raise gr.Error("There is no failed check to send back: check a reply to a code problem first.")
         return chat.checked(lab, chat.user_turn(check.failure_message(failure), history), *settings)
 
+    def from_token(gen, step, token, history):
+        tokens.checked_fork(gen, step, token, history)
+        return history
+
     def undo(last: gr.UndoData, history):
-        return history[: last.index], chat.message_text(history[last.index]["content"])  # the message back to edit
+        return history[: last.index], chat.message_text(history[last.index]["content"]), None  # the message to edit
 
     quick = dict(concurrency_limit=None, **PRIVATE)  # queued, so that a refusal shows its message
+    reply_inputs = [ui.chatbot, ui.record, *ui.settings]
+    continued = [ui.gen, view.step, view.token, ui.chatbot]
     replies = [
-        answer(ui.textbox.submit(send, [ui.textbox, ui.chatbot, *ui.settings], turn, **quick)),
-        answer(ui.chatbot.example_select(start_example, ui.settings, turn, **quick)),
-        answer(ui.chatbot.retry(retry, [ui.chatbot, *ui.settings], turn, **quick)),
-        answer(ui.send_btn.click(send_back, [ui.failure, ui.chatbot, *ui.settings], turn, **quick)),
-    ]
+        answer(ui.textbox.submit(send, [ui.textbox, ui.chatbot, *ui.settings], turn, **quick), stream_reply,
+               reply_inputs, **unlisted("reply")),
+        answer(ui.chatbot.example_select(start_example, ui.settings, turn, **quick), stream_reply, reply_inputs),
+        answer(ui.chatbot.retry(retry, [ui.chatbot, *ui.settings], turn, **quick), stream_reply, reply_inputs),
+        answer(ui.send_btn.click(send_back, [ui.failure, ui.chatbot, *ui.settings], turn, **quick), stream_reply,
+               reply_inputs),
+        answer(view.continue_btn.click(from_token, continued, turn, **quick), tokens.continue_reply, continued,
+               **unlisted("continue_reply")),
+    ]  # fmt: skip
     ui.textbox.stop(ready, None, ui.textbox, cancels=replies, queue=False, **PRIVATE)
-    ui.chatbot.undo(undo, [ui.chatbot], [ui.chatbot, ui.textbox], queue=False, **PRIVATE)
-    ui.chatbot.clear(lambda: (check.WAITING, ""), None, [ui.report, ui.failure], queue=False, **PRIVATE)
+    undone = ui.chatbot.undo(undo, [ui.chatbot], [ui.chatbot, ui.textbox, ui.gen], queue=False, **PRIVATE)
+    undone.then(shown_tokens, ui.gen, view.outputs, queue=False, **PRIVATE)
+    ui.chatbot.clear(lambda: (check.WAITING, "", None, *shown_tokens(None)), None,
+                     [ui.report, ui.failure, ui.gen, *view.outputs], queue=False, **PRIVATE)  # fmt: skip
     ui.check_btn.click(check.check_last, [ui.chatbot, ui.problem], [ui.report, ui.failure], **PRIVATE)
+
+    def pick(gen, clicked: gr.SelectData):
+        if gen is None or not 0 <= clicked.index < len(gen.steps):
+            raise gr.Error("That reply is gone: ask again, then click a token of the new reply.")
+        note, choices, offered = tokens.details(gen, clicked.index)
+        figure = inside.fit_width(viz.candidates(gen, clicked.index))
+        return clicked.index, note, figure, gr.Radio(choices=choices, value=offered)
+
+    view.confidence.select(pick, ui.gen, [view.step, view.note, view.candidates, view.alternatives], **quick)
+    view.alternatives.change(lambda token: token, view.alternatives, view.token, queue=False, **PRIVATE)
 
 
 def inside_tab(lab, ui: ChatUI) -> None:
     """Look inside the conversation: layer, KV group and position window as controls; figures at full width."""
     arch = lab.arch
     gr.Markdown(
-        "The current conversation, traced once through the Lab's step-by-step forward and drawn with the same"
-        " `qwen2_lab.viz` figures as the notebooks. It opens on a middle layer, the conversation's last"
-        f" {inside.WINDOW} tokens and the KV group of the head with the sharpest attention there."
+        "The chat's last reply drawn from what it recorded while it was generated (its new tokens' attention in one"
+        " layer, their logit lens, their MoE routing), with the same `qwen2_lab.viz` figures as the notebooks; for"
+        " another layer, or when the reply was not recorded, the conversation is traced once through the lab's"
+        f" step-by-step forward. It opens on a middle layer and the last {inside.WINDOW} tokens."
     )
     with gr.Row():
         layer = gr.Slider(0, arch.n_layers - 1, inside.default_layer(arch), step=1, label="Layer", elem_id="look-layer")
-        group = gr.Dropdown(inside.group_choices(arch), value=inside.AUTO, label="KV group (its query heads are drawn)")
+        group = gr.Dropdown(
+            inside.group_choices(arch), value=inside.AUTO, label="KV group (its query heads are drawn)",
+            info="auto: every group for a recorded reply; the sharpest head's group for a traced conversation",
+        )  # fmt: skip
         window = gr.Slider(1, inside.MAX_WINDOW, inside.WINDOW, step=1, label="Positions shown", elem_id="look-window")
         back = gr.Slider(0, inside.MAX_LOOK_TOKENS - 1, 0, step=1, label="Window ends this many tokens before the last")
     look_btn = gr.Button("Look inside the conversation", elem_id="look-btn", variant="primary")
     note = gr.Markdown(elem_id="look-note")
     figures = [
-        gr.Plot(label="Attention heads, grouped by the KV head they share", elem_id="attention-plot"),
+        gr.Plot(label="Attention, by the KV head the query heads share", elem_id="attention-plot"),
         gr.Plot(label="Logit lens: each layer's best guess for the next token", elem_id="lens-plot"),
         gr.Plot(label="MoE routing", visible=arch.is_moe, elem_id="routing-plot"),
     ]
 
-    def look(history, layer, group, window, back, system_prompt):
-        return inside.look_inside(lab, history, layer, group, window, back, system_prompt)
+    def look(history, gen, layer, group, window, back, system_prompt):
+        return inside.look_inside(lab, history, layer, group, window, back, system_prompt, gen=gen)
 
-    controls = [ui.chatbot, layer, group, window, back, ui.settings[0]]
-    on_model(look_btn.click, look, controls, [*figures, note], **PRIVATE)
+    controls = [ui.chatbot, ui.gen, layer, group, window, back, ui.settings[0]]
+    on_model(look_btn.click, look, controls, [*figures, note], **unlisted("look_inside"))
+
+
+def what_if_tab(lab, ui: ChatUI) -> None:
+    """What if: the chat's last answer regenerated with one change inside the model, beside the answer it gave."""
+    arch = lab.arch
+    gr.Markdown(
+        "Change one thing inside the model and regenerate the chat's last answer with it: the same prompt and"
+        " settings (greedy, or the same random seed when sampling). Both answers are shown, with the first token where"
+        " they part and how its probability changed."
+    )
+    with gr.Row():
+        kind = gr.Dropdown(whatif.kind_choices(arch), value="head", label="Change", elem_id="what-if-kind", scale=2)
+        layer = gr.Number(inside.default_layer(arch), precision=0, label=f"Layer (0-{arch.n_layers - 1})",
+                          elem_id="what-if-layer")  # fmt: skip
+        which = gr.Number(0, precision=0, label=whatif.which_label(arch), elem_id="what-if-which")
+        theta = gr.Number(whatif.THETA, label=f"RoPE theta (this model's: {arch.rope_theta:,.0f})")
+    run_btn = gr.Button("Regenerate the last answer with this change", elem_id="what-if-btn", variant="primary")
+    note = gr.Markdown(elem_id="what-if-note")
+    with gr.Row():
+        before = gr.Textbox(label="The last answer", lines=6, interactive=False, elem_id="what-if-before")
+        after = gr.Textbox(label="With the change", lines=6, interactive=False, elem_id="what-if-after")
+    on_model(run_btn.click, whatif.what_if, [ui.gen, kind, layer, which, theta], [before, after, note],
+             **unlisted("what_if"))  # fmt: skip
 
 
 def api_endpoints(lab, ui: ChatUI) -> None:

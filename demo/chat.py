@@ -1,9 +1,12 @@
 """The chat: a Gradio conversation in, the Lab's reply out, streamed piece by piece.
 
-`respond` is the one function that answers: it checks what a user or an API client sent, turns Gradio's messages
-into the chat the model sees, and yields the growing reply. `reply` (the page's chat) and `api_turn` (the `chat` API
-endpoint) put that reply into the conversation they show or keep. Every refusal is a `gr.Error` whose message names
-the problem and says what to do instead, so a bad request costs one message, never the server.
+A reply is a `Generation` (qwen2_lab/generate.py): the lab's own forward with a KV cache, one recorded step per
+token. `request` checks what a user or an API client sent and turns Gradio's messages into the chat the model sees;
+`start` prepares the reply's Generation (nothing runs yet) and `stream_text` runs it, yielding the growing text.
+`respond` (the `chat` API endpoint, through `api_turn`) and `reply` (the page's chat, which also hands back the
+Generation for the confidence view, Look inside and What if) are those pieces put together. Every refusal is a
+`gr.Error` whose message names the problem and says what to do instead, so a bad request costs one message, never
+the server.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from contextlib import closing
 from dataclasses import dataclass
 
 import gradio as gr
+import torch
 
+from qwen2_lab import generate
 from qwen2_lab.inputs import normalize_messages
 
 MAX_MESSAGE_CHARS = 16_000  # one message; longer pastes are refused before any tokenizing
@@ -56,7 +61,8 @@ def max_new_tokens_limit(lab) -> int:
 
 
 def generation_kwargs(lab, temperature, top_p, top_k, max_new_tokens, repetition_penalty) -> dict:
-    """Validated keyword arguments for HF `generate`. Sampling settings are passed only when sampling."""
+    """Validated keyword arguments for the lab's generation (named as HF `generate` names them). Sampling settings
+    are passed only when sampling."""
     temperature = _number("temperature", temperature)
     top_p = _number("top_p", top_p)
     top_k = _number("top_k", top_k, integer=True)
@@ -121,20 +127,33 @@ def check_fits(lab, messages: list[dict], max_new_tokens: int) -> int:
     return n
 
 
-def stream_text(lab, messages: list[dict], **generation_kwargs) -> Iterator[str]:
-    """Yield the reply so far, growing piece by piece as `lab.stream` delivers it.
+def draw_seed() -> int:
+    """The random seed of a sampled reply, drawn from torch's global generator (so `torch.manual_seed` fixes it).
+    The reply's draws come from a generator seeded with it, so What if can regenerate with the same draws."""
+    return int(torch.randint(0, 2**31 - 1, ()))
 
-    When the caller stops early (stop button, a client that left) closing this generator closes the Lab's stream,
-    which stops HF generate at the next token instead of letting it run on with nobody reading. (`respond`, `reply`
-    and `api_turn` pass the close on the same way.)
+
+def start(lab, messages: list[dict], kwargs: dict, **record) -> generate.Generation:
+    """The reply to `messages` as a Generation, prepared but not run: seeded when sampling, no [V] logits kept per
+    step, and only what `record` asks for (the page: top=, and sites=/lens= for Look inside; the API: nothing)."""
+    seed = draw_seed() if kwargs.get("do_sample") else None
+    return generate.prepare(lab, messages, **kwargs, seed=seed, keep_logits=False, **{"top": 0, **record})
+
+
+def stream_text(gen: generate.Generation) -> Iterator[str]:
+    """Run `gen` and yield its text so far, one more piece per token (a branch starts from the text it keeps).
+
+    When the caller stops early (stop button, a client that left), closing this generator closes the generation's
+    stream, which stops at the next token instead of running on with nobody reading. (`respond`, `reply` and
+    `api_turn` pass the close on the same way.)
     """
-    text = ""
-    with closing(lab.stream(messages, **generation_kwargs)) as pieces:
+    text, grown = "".join(step.piece for step in gen.steps), False
+    with closing(generate.stream_pieces(gen)) as pieces:
         for piece in pieces:
-            text += piece
+            text, grown = text + piece, True
             yield text
-    if not text:
-        yield ""  # the model ended at once (an end-of-turn token first): still one, empty, reply
+    if not grown:
+        yield text  # the model ended at once (an end-of-turn token first): still one reply, maybe empty
 
 
 def request(
@@ -154,7 +173,7 @@ def respond(lab, message, history, *settings) -> Iterator[str]:
     settings: system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty.
     """
     messages, kwargs = request(lab, message, history, *settings)
-    yield from stream_text(lab, messages, **kwargs)
+    yield from stream_text(start(lab, messages, kwargs))
 
 
 def user_turn(message, history) -> list[dict]:
@@ -177,21 +196,28 @@ def checked(lab, history, *settings) -> list[dict]:
     return history
 
 
-def reply(lab, history, *settings) -> Iterator[list[dict]]:
-    """The page's chat: `history` ends with the user's message; yields it with the model's reply growing at its end.
+def reply(lab, history, *settings, **record) -> Iterator[tuple[list[dict], generate.Generation]]:
+    """The page's chat: `history` ends with the user's message; yields (`history` with the model's reply growing at
+    its end, the reply's Generation).
 
-    settings: as `respond` takes them.
+    settings: as `respond` takes them. record: what the Generation records (see `start`).
     """
     history = list(history or [])
     earlier, last = last_turn(history)
-    with closing(respond(lab, last["content"], earlier, *settings)) as texts:  # closed at once when we are
+    messages, kwargs = request(lab, last["content"], earlier, *settings)
+    yield from grow(history, start(lab, messages, kwargs, **record))
+
+
+def grow(history: list, gen: generate.Generation) -> Iterator[tuple[list[dict], generate.Generation]]:
+    """Run `gen`, yielding (`history` with its text growing as the last, assistant, message; gen)."""
+    with closing(stream_text(gen)) as texts:  # closed at once when we are
         for text in texts:
-            yield [*history, {"role": "assistant", "content": text}]
+            yield [*history, {"role": "assistant", "content": text}], gen
 
 
 def api_turn(lab, message, history, *settings) -> Iterator[tuple[str, list[dict]]]:
     """The `chat` API: a client's message answered in its session's conversation. Yields (reply so far, the
     conversation with it), so a client reads the growing reply and its next message continues the conversation."""
     with closing(reply(lab, user_turn(message, history), *settings)) as chats:
-        for chat in chats:
+        for chat, _ in chats:
             yield chat[-1]["content"], chat

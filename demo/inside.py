@@ -1,25 +1,33 @@
-"""Look inside: the current conversation traced through the Lab and drawn by the notebooks' own figures.
+"""Look inside: the reply as it was generated, or the whole conversation traced, drawn by the notebooks' figures.
 
-One `lab.trace` keeps only what the figures need (one layer's attention pattern and MoE routing, and the logit lens
-read out of every layer), so looking costs one forward pass of the conversation, never a second copy of the model.
+After a reply, Look inside draws from what the reply recorded while it was generated (`record_options`: at the layer
+the view opens on, each new token's attention over every earlier position and its MoE routing, and the logit lens of
+every layer; nothing else): no forward pass runs. For another layer, or a chat with no recorded reply, one
+`lab.trace` of the conversation keeps only what the figures need (one layer's attention pattern and MoE routing, and
+the logit lens read out of every layer), so looking costs one forward pass, never a second copy of the model.
 
 The view opens where there is something to see: a middle layer (the first layers mostly attend locally or to the
-first token), the last `WINDOW` tokens (where the model is about to answer, and few enough that every token label
-reads), and the KV group of the head whose attention is sharpest in that window (`sharpest_head`).
+first token), the last `WINDOW` tokens (where the model is about to answer, or has just answered, and few enough that
+every token label reads) and, for a trace, the KV group of the head whose attention is sharpest in that window
+(`sharpest_head`); a recorded reply shows every KV group.
 """
 
 from __future__ import annotations
 
+import figures
 import gradio as gr
 import torch
 
 from qwen2_lab import viz
+from qwen2_lab.trace import Trace
 
 MAX_LOOK_TOKENS = 256  # the last this many tokens of a long chat are traced: the figures stay readable and quick
 LENS_TOP_K = 5
 WINDOW = 24  # positions shown at first: the conversation's last 24 tokens
 MAX_WINDOW = viz.MAX_TOKENS  # the most positions one figure draws
-AUTO = "auto"  # the KV-group menu's "the group of the sharpest head"
+AUTO = "auto"  # the KV-group menu's "every group (recorded) / the group of the sharpest head (traced)"
+ROUTING = ("router_probs", "topk_experts", "topk_weights", "shared_gate")  # the MoE sites moe_routing draws
+MAX_LENS_COST = 0.5  # record the lens while generating by default when it adds at most half a forward per token
 
 
 def conversation_ids(lab, history, system_prompt: str | None = None, max_tokens: int = MAX_LOOK_TOKENS):
@@ -44,10 +52,11 @@ def default_layer(arch) -> int:
 
 
 def group_choices(arch) -> list[tuple[str, str | int]]:
-    """The KV-group menu: the sharpest head's group, then each group with the query heads it serves."""
+    """The KV-group menu: auto (a recorded reply: every group; a trace: the sharpest head's group), then each group
+    with the query heads it serves."""
     g = arch.group_size
     each = [(f"KV group {j} (query heads {j * g}-{(j + 1) * g - 1})", j) for j in range(arch.n_kv_heads)]
-    return [("the sharpest head's group", AUTO), *each]
+    return [("auto", AUTO), *each]
 
 
 def shown_positions(n: int, size: int, back: int) -> tuple[range, int]:
@@ -88,12 +97,15 @@ def number(name: str, value, lo: int, hi: int) -> int:
     return n
 
 
-def look_inside(lab, history, layer, group=AUTO, window=WINDOW, back=0, system_prompt: str | None = None) -> tuple:
-    """Trace the conversation; return the attention, logit-lens and (MoE models) routing figures and a note.
+def look_inside(
+    lab, history, layer, group=AUTO, window=WINDOW, back=0, system_prompt: str | None = None, gen=None
+) -> tuple:
+    """The attention, logit-lens and (MoE models) routing figures and a note: drawn from `gen`'s record when it is
+    the chat's last reply and recorded `layer`, else from a trace of the conversation.
 
     layer: which layer's attention heads and routing to draw, 0..n_layers-1. group: the KV group whose query heads
-    to draw, or AUTO for the group of the sharpest head. window: how many positions to show; back: the window ends
-    this many tokens before the last. system_prompt: the chat's.
+    to draw, or AUTO (recorded: every group; traced: the group of the sharpest head). window: how many positions to
+    show; back: the window ends this many tokens before the last. system_prompt: the chat's.
     """
     arch = lab.arch
     layer = number("layer", layer, 0, arch.n_layers - 1)
@@ -101,26 +113,139 @@ def look_inside(lab, history, layer, group=AUTO, window=WINDOW, back=0, system_p
     back = number("back", back, 0, MAX_LOOK_TOKENS - 1)
     if group != AUTO:
         group = number("KV group", group, 0, arch.n_kv_heads - 1)
+    if gen is not None and gen.steps and recorded_layer(gen) == layer:
+        return look_at_record(lab, gen, layer, group, window, back)
+    drawn, note = look_at_trace(lab, history, layer, group, window, back, system_prompt)
+    return (*drawn, why_traced(gen, layer) + note)
+
+
+def look_at_trace(lab, history, layer: int, group, window: int, back: int, system_prompt) -> tuple:
+    """Trace the conversation; return (attention, lens, routing or None) and a note."""
+    arch = lab.arch
     ids, dropped = conversation_ids(lab, history, system_prompt)
     is_moe_layer = layer in arch.moe_layers
-    routing_sites = ("router_probs", "topk_experts", "topk_weights", "shared_gate") if is_moe_layer else ()
-    sites = [f"layers.{layer}.attn.pattern"] + [f"layers.{layer}.moe.{s}" for s in routing_sites]
+    sites = [f"layers.{layer}.attn.pattern"] + [f"layers.{layer}.moe.{s}" for s in (ROUTING if is_moe_layer else ())]
     trace = lab.trace(ids, sites=sites, lens=LENS_TOP_K, to_cpu=True)
     positions, back_used = shown_positions(len(ids), window, back)
     head, scores = sharpest_head(trace[f"layers.{layer}.attn.pattern"], positions)
     group = head // arch.group_size if group == AUTO else group
-    try:
-        attention = viz.attention_heads(trace, layer, groups=[group], positions=positions)
-        lens = viz.logit_lens(trace, tokenizer=lab.tokenizer, positions=positions)
-        routing = viz.moe_routing(trace, layer, positions=positions) if is_moe_layer else None
-    except ValueError as e:  # a figure's size limit, in its own words
-        raise gr.Error(str(e)) from None
+    attention, lens, routing = draw(
+        lambda: viz.attention_heads(trace, layer, groups=[group], positions=positions), lab, trace, layer, positions
+    )
     note = (
         window_note(len(ids), dropped, positions, back, back_used)
         + " "
         + head_note(arch, layer, head, float(scores[head]))
     )
-    return fit_width(attention), fit_width(lens), routing and fit_width(routing), note
+    return (attention, lens, routing), note
+
+
+def draw(attention, lab, trace, layer: int, positions) -> tuple:
+    """(attention(), the logit lens, MoE routing or None) at the page's width; a figure's size limit as a gr.Error."""
+    try:
+        lens = viz.logit_lens(trace, tokenizer=lab.tokenizer, positions=positions, max_tokens=MAX_WINDOW)
+        routing = viz.moe_routing(trace, layer, positions=positions) if layer in lab.arch.moe_layers else None
+        attention = attention()
+    except ValueError as e:  # a figure's size limit, in its own words
+        raise gr.Error(str(e)) from None
+    return fit_width(attention), fit_width(lens), routing and fit_width(routing)
+
+
+# ---- the reply, as it recorded itself ----------------------------------------------------------------------------
+
+
+def record_options(arch) -> dict:
+    """What a reply on the page records for Look inside's default view, and nothing else: at the layer the view
+    opens on, each new token's attention over every earlier position ([nH, 1, T] per token) and, on an MoE layer,
+    its routing; and the logit lens (top `LENS_TOP_K` of every layer) of each new token's forward."""
+    layer = default_layer(arch)
+    routing = [f"layers.{layer}.moe.{s}" for s in ROUTING] if layer in arch.moe_layers else []
+    return dict(sites=[f"layers.{layer}.attn.pattern", *routing], lens=LENS_TOP_K)
+
+
+def lens_cost(arch) -> float:
+    """The work the logit lens adds to each new token, as a share of that token's forward: every layer's residual
+    through lm_head (n_layers x hidden x vocab multiply-adds) against the forward's (its active weights, with
+    lm_head once). About 0.4 for the bundled models, 6.6 for Qwen2-0.5B, 2.2 for Qwen2-7B."""
+    lm_head = arch.hidden * arch.vocab
+    forward = arch.active_params - arch.embedding_params + lm_head
+    return arch.n_layers * lm_head / forward
+
+
+def record_by_default(arch) -> bool:
+    """Whether the page records replies for Look inside unless told otherwise: where the lens costs little."""
+    return lens_cost(arch) <= MAX_LENS_COST
+
+
+def recorded_layer(gen) -> int | None:
+    """The layer whose attention `gen` recorded with the logit lens (what `record_options` asks for), or None."""
+    if not gen.options.lens:
+        return None
+    layers = [int(s.split(".")[1]) for s in gen.options.sites or () if s.endswith(".attn.pattern")]
+    return layers[0] if len(layers) == 1 else None
+
+
+def record_trace(gen, layer: int) -> Trace:
+    """The reply's record as a Trace of its prompt and new tokens, for the `viz` figures: the logit lens and (on an
+    MoE layer) the routing at the position each new token's forward read (the token before it). The other positions
+    were never recorded; they hold zeros, and the figures are only asked for recorded positions."""
+    lab, steps = gen.lab, gen.steps
+    ids = torch.cat([gen.prompt_ids.cpu(), torch.tensor(gen.token_ids, dtype=torch.long)])  # (S,)
+    read = torch.tensor([s.position - 1 for s in steps])  # (N,) the position each step's forward read last
+
+    def spread(rows: torch.Tensor, dim: int) -> torch.Tensor:  # rows: N along dim -> S along dim, zeros elsewhere
+        shape = list(rows.shape)
+        shape[dim] = len(ids)
+        out = torch.zeros(shape, dtype=rows.dtype)
+        out.index_copy_(dim, read, rows.cpu())
+        return out
+
+    routing = [f"layers.{layer}.moe.{s}" for s in ROUTING] if layer in lab.arch.moe_layers else []
+    store = {site: spread(torch.cat([s.sites[site] for s in steps]), 0) for site in routing}  # (S, ...) each
+    lens_ids = spread(torch.stack([s.lens_ids for s in steps], 1), 1)  # (L, S, k)
+    lens_probs = spread(torch.stack([s.lens_probs for s in steps], 1), 1)  # (L, S, k)
+    no_logits = torch.empty(len(ids), 0)  # the record keeps no logits (the figures drawn from it read none)
+    return Trace(ids, lab.tokens(ids), lab.arch, no_logits, store, lens_ids=lens_ids, lens_probs=lens_probs)
+
+
+def look_at_record(lab, gen, layer: int, group, window: int, back: int) -> tuple:
+    """The default view of the reply `gen`, drawn from its record alone: its new tokens' attention by KV group, their
+    logit lens and routing; and a note."""
+    n = len(gen.steps)
+    steps, back_used = shown_positions(n, window, back)
+    trace = record_trace(gen, layer)
+    positions = [gen.steps[i].position - 1 for i in steps]  # the positions whose forwards chose those tokens
+    groups = None if group == AUTO else [group]
+    attention, lens, routing = draw(
+        lambda: figures.generated_attention(gen, layer, groups=groups, steps=steps), lab, trace, layer, positions
+    )
+    return attention, lens, routing, record_note(n, steps, back, back_used, layer)
+
+
+def record_note(n: int, steps: range, back_asked: int, back: int, layer: int) -> str:
+    note = (
+        f"Drawn from what the last reply recorded while it was generated (no forward pass ran): its {n} new tokens;"
+        f" showing tokens {steps[0]}..{steps[-1]}"
+    )
+    note += " (the last ones)." if back == 0 else f", ending {back} tokens before the last."
+    if back < back_asked:
+        note += f" The reply is shorter than {back_asked} tokens back, so the window starts at its beginning."
+    note += (
+        f" Attention: each new token's query in layer {layer} over every earlier position, the mean of each KV"
+        " group's query heads. The logit lens and routing of a new token are read at the position before it, whose"
+        " forward chose it. Choose another layer to trace the whole conversation instead."
+    )
+    return note
+
+
+def why_traced(gen, layer: int) -> str:
+    """Why the view traced the conversation although the chat has a reply, in words ('' when it has none)."""
+    if gen is None or not gen.steps:
+        return ""
+    recorded = recorded_layer(gen)
+    if recorded is None:
+        return "The last reply was not recorded for Look inside (see the chat's settings), so the conversation was traced. "
+    return f"The last reply recorded layer {recorded}, not layer {layer}, so the conversation was traced. "
 
 
 def fit_width(fig):

@@ -126,14 +126,18 @@ class Generation:
         """Generate again from step `step` with `token` (an id, or a text that is exactly one token) in place of
         the one chosen there. Steps before it are kept; the rest is generated anew with the same settings (or those
         in `changes`: sampling arguments and options such as seed, edits, sites)."""
+        gen = self.fork(step, token, **changes)
+        for _ in run_steps(gen):
+            pass
+        return gen
+
+    def fork(self, step: int, token, **changes) -> Generation:
+        """`branch`, checked but not run yet: run it with `run_steps` (or `stream_pieces`) to watch it grow."""
         if not 0 <= step < len(self.steps):
             raise IndexError(f"step {step} out of range: this generation has steps 0..{len(self.steps) - 1}")
         forced = token_id(self.lab.tokenizer, token, self.lab.arch.vocab)
         settings, options = split_changes(self.lab.model, self.settings, self.options, changes)
-        gen = Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]), forced_next=forced)
-        for _ in run_steps(gen):
-            pass
-        return gen
+        return Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]), forced_next=forced)
 
     def __repr__(self) -> str:
         return f"Generation({len(self.steps)} tokens, {self.stop_reason or 'running'}: {self.text[:60]!r})"
@@ -173,8 +177,13 @@ def iter_steps(lab, inputs, **kwargs) -> Iterator[Step]:
 def stream(lab, inputs, **kwargs) -> Iterator[str]:
     """The continuation as text pieces, one per token as it is chosen (the steps' pieces; a character cut short at
     the very end comes last). Closing the iterator stops generation at the next token."""
-    gen = prepare(lab, inputs, **{"top": 0, "keep_logits": False, **kwargs})
-    sent = 0
+    yield from stream_pieces(prepare(lab, inputs, **{"top": 0, "keep_logits": False, **kwargs}))
+
+
+def stream_pieces(gen: Generation) -> Iterator[str]:
+    """The text a prepared Generation adds as it runs (`stream`'s pieces; a branch's kept steps are not repeated).
+    Closing the iterator stops generation at the next token."""
+    sent = sum(len(s.piece) for s in gen.steps)  # the text already there: a branch's kept steps
     for step in run_steps(gen):
         if step.piece:
             sent += len(step.piece)

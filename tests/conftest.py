@@ -37,9 +37,15 @@ DEMO_QUEUE_SIZE = 2  # requests that may wait behind the one running: small, so 
 
 
 class GatedLab:
-    """A Lab whose replies wait at a gate (open unless a test closes it), that counts the replies begun and the
-    model's forward passes, and can make each forward `delay` seconds slower (a larger model's pace: the tiny one
-    outruns any client). Everything else is the Lab's own."""
+    """A Lab that counts the model's forward passes and the replies begun, makes each reply wait at a gate (open
+    unless a test closes it), and can make each forward `delay` seconds slower (a larger model's pace: the tiny one
+    outruns any client). Everything else is the Lab's own.
+
+    `count_forward` is a forward pre-hook on `embed_tokens`, which runs once per forward in HF's path and the lab's.
+    A forward that reads more than one token reads a whole prompt: the first forward of a generation (a reply
+    begun; each later one reads one token) or a trace (Look inside, What if's divergence), which run only when a
+    test asks for them, and none of those tests closes the gate.
+    """
 
     def __init__(self, lab):
         self.lab, self.gate, self.replies, self.forwards, self.delay = lab, threading.Event(), 0, 0, 0.0
@@ -48,13 +54,11 @@ class GatedLab:
     def __getattr__(self, name):
         return getattr(self.lab, name)
 
-    def stream(self, inputs, **kwargs):
-        self.replies += 1
-        assert self.gate.wait(timeout=60), "the test never opened the gate"
-        yield from self.lab.stream(inputs, **kwargs)
-
-    def count_forward(self, module, args):  # a forward pre-hook
+    def count_forward(self, module, args):  # a forward pre-hook on embed_tokens: args[0] is the ids (B, S)
         self.forwards += 1
+        if args[0].shape[-1] > 1:
+            self.replies += 1
+            assert self.gate.wait(timeout=60), "the test never opened the gate"
         time.sleep(self.delay)
 
 

@@ -86,8 +86,8 @@ def test_reply_and_api_turn_grow_the_conversation(demo_lab):
     history = chat.user_turn(PROMPT, earlier)
     assert history == [*earlier, {"role": "user", "content": PROMPT}]
     reference = list(chat.respond(demo_lab, PROMPT, earlier, *GREEDY))
-    chats = list(chat.reply(demo_lab, history, *GREEDY))
-    assert [c[:-1] for c in chats] == [history] * len(chats)
+    chats, gens = zip(*chat.reply(demo_lab, history, *GREEDY))
+    assert [c[:-1] for c in chats] == [history] * len(chats) and gens[-1].text == chats[-1][-1]["content"]
     assert [c[-1] for c in chats] == [{"role": "assistant", "content": t} for t in reference]
     turns = list(chat.api_turn(demo_lab, PROMPT, earlier, *GREEDY))
     assert [text for text, _ in turns] == reference and turns[-1][1] == chats[-1]
@@ -103,13 +103,20 @@ def test_reply_and_api_turn_grow_the_conversation(demo_lab):
 
 
 @pytest.mark.parametrize("top_k", [0, 20])
-def test_sampled_replies_are_what_generate_samples(demo_lab, top_k):
-    settings = (None, 0.9, 0.95, top_k, 32, 1.1)
-    torch.manual_seed(7)
-    reply = list(chat.respond(demo_lab, "1+1=", [], *settings))[-1]
-    torch.manual_seed(7)
-    kwargs = dict(do_sample=True, temperature=0.9, top_p=0.95, top_k=top_k, max_new_tokens=32, repetition_penalty=1.1)
-    assert reply == demo_lab.generate(chat.conversation("1+1=", [], None), **kwargs)
+def test_sampled_replies_are_what_generate_samples_with_the_replys_seed(demo_lab, top_k):
+    """A sampled reply draws from a generator seeded with a seed drawn for it from torch's global generator (so
+    What if can draw the same again): the lab's generate with that seed samples the same reply."""
+    settings = (None, 2.0, 1.0, top_k, 32, 1.1)  # hot: the bundled model's sure answers become a gamble
+    kwargs = dict(do_sample=True, temperature=2.0, top_p=1.0, top_k=top_k, max_new_tokens=32, repetition_penalty=1.1)
+    replies = set()
+    for seed in (7, 8, 9):
+        torch.manual_seed(seed)
+        reply = list(chat.respond(demo_lab, "1+1=", [], *settings))[-1]
+        torch.manual_seed(seed)
+        drawn = chat.draw_seed()
+        assert reply == demo_lab.generate(chat.conversation("1+1=", [], None), seed=drawn, **kwargs)
+        replies.add(reply)
+    assert len(replies) > 1, "three seeds drew the same reply: the test cannot tell the seed is used"
 
 
 def test_history_in_gradio_blocks_is_the_conversation(demo_lab):

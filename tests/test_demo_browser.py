@@ -1,7 +1,9 @@
 """The web demo in a real headless browser: the page and its banner, an example that streams a reply and has its
 math checked on its own, Chinese drawn as glyphs (not boxes), retry / undo / clear, a typed code problem checked on
-request and its failure sent back for repair, the stop button, one generation at a time between the page and the
-API, and Look inside with its controls and figures that fit the page. Debian's chromium + chromedriver (CI:
+request and its failure sent back for repair, the reply token by token (a click shows a token's alternatives, and
+the reply continues from there with another), Look inside drawn from the reply's record (then traced, for another
+layer) with figures that fit the page, What if with a head off, the stop button, and one generation at a time
+between the page and the API. Debian's chromium + chromedriver (CI:
 `apt-get install -y chromium chromium-driver fonts-noto-cjk`), driven by selenium; skipped, with that line as the
 reason, where they are absent.
 
@@ -32,13 +34,15 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pi
 import chat  # noqa: E402
 import check  # noqa: E402
 import inside  # noqa: E402
+import tokens  # noqa: E402
+import whatif  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-from qwen2_lab import checks  # noqa: E402
+from qwen2_lab import checks, edits  # noqa: E402
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.tiny.curriculum import example_prompts  # noqa: E402
 
@@ -97,6 +101,14 @@ def default_reply(lab, message, history=()) -> str:
     return lab.generate(
         messages, **chat.generation_kwargs(lab, 0, s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty)
     )
+
+
+def default_generation(lab, message, history=(), **kwargs):
+    """The page's default reply as the lab generates it directly, with the candidates the page records."""
+    s = chat.default_settings(lab)
+    messages = chat.conversation(message, list(history), DEFAULT_SYSTEM_PROMPT)
+    settings = chat.generation_kwargs(lab, 0, s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty)
+    return lab.generate_steps(messages, **settings, top=tokens.TOP, keep_logits=False, **kwargs)
 
 
 def watch_reply(driver, expected: str, count: int) -> list[str]:
@@ -282,15 +294,67 @@ def test_code_is_checked_on_request_and_its_failure_sent_back(page, demo_lab):
         page.save_screenshot(os.environ["QWEN2_LAB_SCREENSHOT"])
 
 
-def test_look_inside_opens_on_something_to_see_and_fits_the_page(page, demo_lab):
+QUESTION = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"
+
+
+def continued(lab):
+    """(the page's default reply to QUESTION, the token it continues from, the token it continues with): the
+    middle token, and the least likely of its alternatives."""
+    gen = default_generation(lab, QUESTION)
+    k = len(gen.steps) // 2
+    _, choices, _ = tokens.details(gen, k)
+    return gen, k, [i for _, i in choices if i != gen.token_ids[k]][-1]
+
+
+def rgb(hex_colour: str) -> str:
+    return "rgba({}, {}, {}".format(*(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)))
+
+
+def test_a_clicked_token_shows_its_alternatives_and_the_reply_continues_from_there(page, demo_lab):
+    clear_chat(page)
+    send(page, QUESTION)
+    gen, k, token = continued(demo_lab)
+    watch_reply(page, gen.text, 1)
+    wait_for(lambda: chat_input(page).is_enabled(), what="the reply to end")
+    page.find_element(By.CSS_SELECTOR, "#tokens-panel button").click()  # open the panel
+    spans = wait_for(lambda: (t := page.find_elements(By.CSS_SELECTOR, "#confidence .token")) and len(t) == len(gen.steps)
+                     and t, what="one coloured span per token")  # fmt: skip
+    assert [t.text for t in spans] == [tokens.shown_text(step).strip() for step in gen.steps]
+    for span, step in zip(spans, gen.steps):  # each coloured as its probability's class
+        colour = tokens.COLORS[tokens.confidence_bin(step.prob)]
+        assert span.value_of_css_property("background-color").startswith(rgb(colour))
+
+    spans[k].click()
+    note, choices, offered = tokens.details(gen, k)
+    wait_for(lambda: f"Token {k}" in page.find_element(By.ID, "token-note").text, what="the clicked token's note")
+    wait_for(lambda: f"Step {k}: the candidates" in page.find_element(By.ID, "token-candidates").text,
+             what="the clicked token's candidates, drawn")  # fmt: skip
+    shown = wait_for(lambda: texts(page, "#alternatives label"), what="the alternatives")
+    assert shown == [label for label, _ in choices]
+    checked = page.find_element(By.CSS_SELECTOR, "#alternatives input:checked").get_attribute("value")
+    assert int(checked) == offered  # the best token that was not chosen, offered first
+
+    page.find_element(By.CSS_SELECTOR, f"#alternatives input[value='{token}']").click()
+    page.find_element(By.ID, "continue-btn").click()
+    branch = gen.branch(k, token)
+    assert branch.token_ids[:k] == gen.token_ids[:k] and branch.token_ids[k] == token
+    watch_reply(page, branch.text, 1)  # the new reply in place of the old one
+    assert len(texts(page, "#chatbot .bot.message")) == 1
+    wait_for(lambda: chat_input(page).is_enabled(), what="the continued reply to end")
+    wait_for(lambda: len(page.find_elements(By.CSS_SELECTOR, "#confidence .token")) == len(branch.steps),
+             what="the token panel to show the new reply")  # fmt: skip
+
+
+def test_look_inside_draws_the_reply_from_its_record_then_traces_and_fits_the_page(page, demo_server, demo_lab):
     arch = demo_lab.arch
     tab(page, "Look inside")
+    start = demo_server.lab.forwards
     page.find_element(By.ID, "look-btn").click()
     wait_for(lambda: len(page.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, what="the figures")
     layer = inside.default_layer(arch)
-    wait_for(lambda: f"Layer {layer} attention" in page.page_source, what=f"layer {layer}'s attention")
-    note = page.find_element(By.ID, "look-note").text
-    assert "showing positions" in note and "the sharpest attention" in note
+    wait_for(lambda: f"Layer {layer}: where each new token looked" in page.page_source, what="the reply's attention")
+    note = wait_for(lambda: page.find_element(By.ID, "look-note").text, what="the note")
+    assert "no forward pass ran" in note and demo_server.lab.forwards == start  # drawn from the record alone
     assert "positions=" not in page.find_element(By.TAG_NAME, "body").text  # no Python hints for a web visitor
     assert "Logit lens" in page.page_source
     sizes = page.execute_script(
@@ -301,7 +365,7 @@ def test_look_inside_opens_on_something_to_see_and_fits_the_page(page, demo_lab)
     if os.environ.get("QWEN2_LAB_SCREENSHOT"):
         page.save_screenshot(str(Path(os.environ["QWEN2_LAB_SCREENSHOT"]).with_suffix(".inside.png")))
 
-    # the controls: layer 0, a window of 8 positions
+    # the controls: layer 0 (not recorded: the conversation is traced), a window of 8 positions
     for elem_id, value in [("look-layer", 0), ("look-window", 8)]:
         number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
         number.clear()
@@ -309,8 +373,29 @@ def test_look_inside_opens_on_something_to_see_and_fits_the_page(page, demo_lab)
     page.find_element(By.ID, "look-btn").click()
     wait_for(lambda: "Layer 0 attention" in page.page_source, what="layer 0's attention")
     note = wait_for(lambda: (n := page.find_element(By.ID, "look-note").text) and "positions" in n and n)
+    assert "so the conversation was traced" in note and "the sharpest attention" in note
     first, last = (int(p) for p in note.split("showing positions ")[1].split(" ")[0].split(".."))
     assert last - first + 1 == 8
+    tab(page, "Chat")
+
+
+def test_what_if_a_head_is_off_shows_both_answers_and_where_they_part(page, demo_lab):
+    """The chat's last reply is the continued one; What if regenerates its prompt with head 2 of layer 1 off."""
+    gen, k, token = continued(demo_lab)
+    branch = gen.branch(k, token)
+    tab(page, "What if")
+    for elem_id, value in [("what-if-layer", 1), ("what-if-which", 2)]:
+        number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+        number.clear()
+        number.send_keys(str(value), Keys.TAB)
+    page.find_element(By.ID, "what-if-btn").click()
+    edited = default_generation(demo_lab, QUESTION, edits=edits.zero_heads(1, [2]))
+    after = wait_for(lambda: page.find_element(By.CSS_SELECTOR, "#what-if-after textarea").get_attribute("value"),
+                     what="the changed answer")  # fmt: skip
+    assert after == edited.text
+    assert page.find_element(By.CSS_SELECTOR, "#what-if-before textarea").get_attribute("value") == branch.text
+    note = page.find_element(By.ID, "what-if-note").text
+    assert letters(note) == letters(whatif.note(branch, edited, "layer 1: query head 2 off"))
     tab(page, "Chat")
 
 
@@ -318,6 +403,7 @@ def test_the_stop_button_stops_generation(page, demo_server, demo_lab, monkeypat
     limit = chat.default_settings(demo_lab).max_new_tokens
     monkeypatch.setattr(demo_lab.model.generation_config, "min_new_tokens", limit)  # no early end-of-turn
     monkeypatch.setattr(demo_server.lab, "delay", 0.05)  # 128 new tokens (the page's default) would take 6 s
+    tab(page, "Chat")
     clear_chat(page)
     start = demo_server.lab.forwards
     send(page, "hi")
@@ -331,6 +417,7 @@ def test_the_stop_button_stops_generation(page, demo_server, demo_lab, monkeypat
 def test_the_page_and_the_api_share_one_generation(page, demo_server, demo_lab):
     """One generation at a time per model, whoever asks: while the page's reply is held at the gate, an API client's
     request waits in the queue and its generation does not start; both are answered once the gate opens."""
+    tab(page, "Chat")
     clear_chat(page)
     gated, client = demo_server.lab, Client(demo_server.url, verbose=False)
     gated.gate.clear()

@@ -217,3 +217,18 @@ def test_trace_tensors_work_with_the_weights_afterwards(tiny):
     attn = tiny.model.model.layers[0].self_attn
     q = attn.q_proj(t["layers.0.attn_norm"])  # [S, nH*hd], with autograd on
     torch.testing.assert_close(q.view(q.shape[0], -1, attn.head_dim).transpose(0, 1), t["layers.0.attn.q"])
+
+
+def test_a_fork_is_a_branch_not_run_yet_and_streams_only_its_new_text(tiny):
+    from qwen2_lab.generate import run_steps, stream_pieces
+
+    gen = tiny.generate_steps(MSGS, max_new_tokens=12, do_sample=False, keep_logits=False)
+    other = next(c.id for c in gen.steps[4].top if c.id != gen.token_ids[4])
+    fork = gen.fork(4, other)
+    assert fork.token_ids == gen.token_ids[:4] and fork.forced_next == other and not fork.stop_reason
+    kept = "".join(s.piece for s in fork.steps)
+    new = "".join(stream_pieces(fork))
+    assert kept + new == fork.text and fork.token_ids == gen.branch(4, other).token_ids
+    with pytest.raises(IndexError, match=f"steps 0..{len(gen.steps) - 1}"):
+        gen.fork(len(gen.steps), other)
+    assert list(run_steps(gen)) == []  # a finished generation has nothing left to run
