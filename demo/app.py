@@ -358,7 +358,7 @@ def inside_tab(lab, ui: ChatUI) -> None:
         layer = gr.Slider(0, arch.n_layers - 1, inside.default_layer(arch), step=1, label="Layer", elem_id="look-layer")
         group = gr.Dropdown(
             inside.group_choices(arch), value=inside.AUTO, label="KV group (its query heads are drawn)",
-            info="auto: every group for a recorded reply; the sharpest head's group for a traced conversation",
+            info="auto: every group for a recorded reply; the most structured head's group for a traced conversation",
         )  # fmt: skip
         window = gr.Slider(1, inside.MAX_WINDOW, inside.WINDOW, step=1, label="Positions shown", elem_id="look-window")
         back = gr.Slider(0, inside.MAX_LOOK_TOKENS - 1, 0, step=1, label="Window ends this many tokens before the last")

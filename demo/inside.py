@@ -8,13 +8,12 @@ the logit lens read out of every layer), so looking costs one forward pass, neve
 
 The view opens where there is something to see: a middle layer (the first layers mostly attend locally or to the
 first token), the last `WINDOW` tokens (where the model is about to answer, or has just answered, and few enough that
-every token label reads) and, for a trace, the KV group of the head whose attention is sharpest in that window
-(`sharpest_head`); a recorded reply shows every KV group.
+every token label reads) and, for a trace, the KV group of the head with the most structure in that window
+(`default_head`); a recorded reply shows every KV group.
 """
 
 from __future__ import annotations
 
-import figures
 import gradio as gr
 import torch
 
@@ -25,7 +24,7 @@ MAX_LOOK_TOKENS = 256  # the last this many tokens of a long chat are traced: th
 LENS_TOP_K = 5
 WINDOW = 24  # positions shown at first: the conversation's last 24 tokens
 MAX_WINDOW = viz.MAX_TOKENS  # the most positions one figure draws
-AUTO = "auto"  # the KV-group menu's "every group (recorded) / the group of the sharpest head (traced)"
+AUTO = "auto"  # the KV-group menu's "every group (recorded) / the group of the most structured head (traced)"
 ROUTING = ("router_probs", "topk_experts", "topk_weights", "shared_gate")  # the MoE sites moe_routing draws
 MAX_LENS_COST = 0.5  # record the lens while generating by default when it adds at most half a forward per token
 
@@ -52,7 +51,7 @@ def default_layer(arch) -> int:
 
 
 def group_choices(arch) -> list[tuple[str, str | int]]:
-    """The KV-group menu: auto (a recorded reply: every group; a trace: the sharpest head's group), then each group
+    """The KV-group menu: auto (a recorded reply: every group; a trace: the most structured head's group), then each group
     with the query heads it serves."""
     g = arch.group_size
     each = [(f"KV group {j} (query heads {j * g}-{(j + 1) * g - 1})", j) for j in range(arch.n_kv_heads)]
@@ -67,22 +66,13 @@ def shown_positions(n: int, size: int, back: int) -> tuple[range, int]:
     return range(max(0, end - size), end), back
 
 
-def sharpest_head(pattern: torch.Tensor, positions) -> tuple[int, torch.Tensor]:
-    """The head whose attention is sharpest on the shown window, and every head's score [nH].
-
-    pattern: one layer's attention [nH, S, S]. A head's score is the weight each shown query puts on its single
-    strongest shown key, averaged over the queries: 1 when every query reads one token (previous token, a copy of an
-    earlier one), 1/n for a head that spreads evenly, low for one whose attention lies outside the window. Key 0 is
-    set aside: trained models park spare attention on the first token (an "attention sink"), which would make almost
-    every head look sharp there.
-    """
-    idx = torch.as_tensor(list(positions))
-    keys = idx[idx > 0]
-    if keys.numel() == 0:  # the window is the first token alone: nothing to compare
+def default_head(pattern: torch.Tensor, positions) -> tuple[int, torch.Tensor]:
+    """The head with the most structure in the shown window (`viz.head_structure`, the notebooks' own measure), and
+    every head's score [nH]; head 0 when the window is too short to compare heads."""
+    try:
+        scores = viz.head_structure(pattern, positions)
+    except ValueError:  # no shown query sees two keys besides the first token
         return 0, torch.zeros(pattern.shape[0])
-    queries = idx[idx >= keys[0]]  # queries that can see at least one shown key
-    peak = pattern[:, queries][:, :, keys].amax(dim=-1)  # (nH, Tq): each query's strongest shown key
-    scores = peak.float().mean(dim=-1)  # (nH,)
     return int(scores.argmax()), scores
 
 
@@ -104,7 +94,7 @@ def look_inside(
     the chat's last reply and recorded `layer`, else from a trace of the conversation.
 
     layer: which layer's attention heads and routing to draw, 0..n_layers-1. group: the KV group whose query heads
-    to draw, or AUTO (recorded: every group; traced: the group of the sharpest head). window: how many positions to
+    to draw, or AUTO (recorded: every group; traced: the group of the most structured head). window: how many positions to
     show; back: the window ends this many tokens before the last. system_prompt: the chat's.
     """
     arch = lab.arch
@@ -127,7 +117,7 @@ def look_at_trace(lab, history, layer: int, group, window: int, back: int, syste
     sites = [f"layers.{layer}.attn.pattern"] + [f"layers.{layer}.moe.{s}" for s in (ROUTING if is_moe_layer else ())]
     trace = lab.trace(ids, sites=sites, lens=LENS_TOP_K, to_cpu=True)
     positions, back_used = shown_positions(len(ids), window, back)
-    head, scores = sharpest_head(trace[f"layers.{layer}.attn.pattern"], positions)
+    head, scores = default_head(trace[f"layers.{layer}.attn.pattern"], positions)
     group = head // arch.group_size if group == AUTO else group
     attention, lens, routing = draw(
         lambda: viz.attention_heads(trace, layer, groups=[group], positions=positions), lab, trace, layer, positions
@@ -217,7 +207,7 @@ def look_at_record(lab, gen, layer: int, group, window: int, back: int) -> tuple
     positions = [gen.steps[i].position - 1 for i in steps]  # the positions whose forwards chose those tokens
     groups = None if group == AUTO else [group]
     attention, lens, routing = draw(
-        lambda: figures.generated_attention(gen, layer, groups=groups, steps=steps), lab, trace, layer, positions
+        lambda: viz.generated_attention(gen, layer, groups=groups, steps=steps), lab, trace, layer, positions
     )
     return attention, lens, routing, record_note(n, steps, back, back_used, layer)
 
@@ -267,8 +257,8 @@ def window_note(n: int, dropped: int, positions: range, back_asked: int, back: i
 def head_note(arch, layer: int, head: int, score: float) -> str:
     """Which head stands out in the window, and what to pick for routing on an MoE model's dense layer."""
     note = (
-        f"In layer {layer}, head {head} (KV group {head // arch.group_size}) has the sharpest attention here: on"
-        f" average {score:.2f} of each query's weight on a single key (the first token set aside)."
+        f"In layer {layer}, head {head} (KV group {head // arch.group_size}) shows the most structure here (score"
+        f" {score:.2f} of 1: how much of its attention lands in the window, on few keys, the first token set aside)."
     )
     if arch.is_moe and layer not in arch.moe_layers:
         note += f" Layer {layer} is a dense layer: pick an MoE layer ({list(arch.moe_layers)}) to see routing."

@@ -293,9 +293,9 @@ def record(lab, index, position, token, logits, scores, o: Options, rec, pieces,
         forced=forced,
         sites=rec.store,
     )
-    if rec.lens_out:
-        step.lens_probs = torch.cat([p for p, _ in rec.lens_out])  # (L, k)
-        step.lens_ids = torch.cat([i for _, i in rec.lens_out])  # (L, k)
+    lens = rec.lens_read()
+    if lens is not None:
+        step.lens_probs, step.lens_ids = lens  # (L, k) each: every layer's guesses at this token's position
     return step
 
 

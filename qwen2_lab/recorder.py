@@ -37,7 +37,8 @@ class Recorder:
         self.reads = reads_of(edits)
         self.run: dict[str, torch.Tensor] = {}  # earlier sites that edits read, per sequence
         self.store: dict[str, torch.Tensor] = {}
-        self.lens_out: list = []
+        self.lens_out: list = []  # per layer: (probs, ids) [S, k] each
+        self.lens_rows: list = []  # last_only: per layer, the last position's residual [H]
         self.applied: list[tuple[str, str]] = []
 
     @property
@@ -59,8 +60,17 @@ class Recorder:
         if self.keep.wants(site):
             self.store[site] = self.kept(site, x[0])
         if self.lens is not None and site.endswith(".resid_post"):
-            self.lens_out.append(self.lens(x[0][-1:] if self.last_only else x[0]))
+            if self.last_only:  # one row per layer: read them all at once at the end (one pass over lm_head)
+                self.lens_rows.append(x[0][-1])
+            else:
+                self.lens_out.append(self.lens(x[0]))
         return x
+
+    def lens_read(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The logit lens of a last_only run, every layer's row read in one batch: (probs, ids), [L, k] each."""
+        if not self.lens_rows:
+            return None
+        return self.lens(torch.stack(self.lens_rows))
 
     def kept(self, site: str, t: torch.Tensor) -> torch.Tensor:
         if self.last_only:  # a copy, so that the whole prompt's tensor is not held by a view of its last row

@@ -28,6 +28,7 @@ from gradio_client.utils import QueueError, Status
 from transformers import GenerationConfig
 
 import qwen2_lab
+from qwen2_lab import viz
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT
 from qwen2_lab.tiny.curriculum import example_prompts
 
@@ -237,9 +238,9 @@ def test_check_last_reply_and_send_back_text():
     assert check.auto_check(history[:1], check.AUTO) == (check.WAITING, "")  # no reply yet
 
 
-def test_sharpest_head_is_the_one_that_reads_one_key():
+def test_the_default_head_is_the_one_with_most_structure_in_the_window():
     """Three heads on 6 positions: even causal attention, all weight on the first token (an attention sink), and
-    each query on the token before it. The last is the sharpest; the sink is not, since key 0 is set aside."""
+    each query on the token before it. The last has the most structure; the sink none, since key 0 is set aside."""
     S = 6
     even = torch.tril(torch.ones(S, S)) / torch.arange(1, S + 1)[:, None]
     sink = torch.zeros(S, S)
@@ -248,13 +249,10 @@ def test_sharpest_head_is_the_one_that_reads_one_key():
     previous[0, 0] = 1
     previous[torch.arange(1, S), torch.arange(S - 1)] = 1  # query i reads key i - 1
     pattern = torch.stack([even, sink, previous])  # (3, S, S)
-    assert torch.allclose(pattern.sum(-1), torch.ones(3, S))
-    head, scores = inside.sharpest_head(pattern, range(S))
-    assert head == 2 and scores[2] == 4 / 5 and scores[1] == 0  # query 1 reads key 0, which does not count
-    assert torch.allclose(scores[0], torch.tensor([1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6]).mean())
-    head, scores = inside.sharpest_head(pattern, range(3, 6))  # a window: queries and keys 3..5 only
-    assert head == 2 and torch.allclose(scores, torch.tensor([(1 / 4 + 1 / 5 + 1 / 6) / 3, 0, 2 / 3]))
-    assert inside.sharpest_head(pattern, [0])[0] == 0  # the first token alone: nothing to compare, no error
+    head, scores = inside.default_head(pattern, range(S))
+    assert head == 2 and torch.equal(scores, viz.head_structure(pattern, range(S))) and scores[1] == 0
+    assert inside.default_head(pattern, range(3, 6))[0] == 2  # a window: queries and keys 3..5 only
+    assert inside.default_head(pattern, [0])[0] == 0  # the first token alone: nothing to compare, no error
 
 
 def test_shown_positions_end_where_asked():
@@ -265,7 +263,7 @@ def test_shown_positions_end_where_asked():
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-moe"])
-def test_look_inside_opens_on_a_middle_layer_the_last_tokens_and_the_sharpest_head(name):
+def test_look_inside_opens_on_a_middle_layer_the_last_tokens_and_the_most_structured_head(name):
     lab = qwen2_lab.load(name)
     arch = lab.arch
     history = [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}, {"role": "assistant", "content": "2"}]
@@ -276,9 +274,9 @@ def test_look_inside_opens_on_a_middle_layer_the_last_tokens_and_the_sharpest_he
     assert len(ids) > inside.WINDOW
     pattern = lab.trace(ids, sites=[f"layers.{layer}.attn.pattern"])[f"layers.{layer}.attn.pattern"]
     last = range(len(ids) - inside.WINDOW, len(ids))
-    head, _ = inside.sharpest_head(pattern, last)
+    head, _ = inside.default_head(pattern, last)
     group = head // arch.group_size
-    assert len(attention.data) == arch.group_size  # the sharpest head's KV group, one heatmap per query head
+    assert len(attention.data) == arch.group_size  # that head's KV group, one heatmap per query head
     for h, trace in zip(range(group * arch.group_size, (group + 1) * arch.group_size), attention.data):
         assert torch.equal(torch.tensor(np.asarray(trace.z)), pattern[h][-inside.WINDOW :, -inside.WINDOW :])
     assert np.asarray(lens.data[0].z).shape == (arch.n_layers, inside.WINDOW)

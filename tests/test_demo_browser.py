@@ -373,7 +373,7 @@ def test_look_inside_draws_the_reply_from_its_record_then_traces_and_fits_the_pa
     page.find_element(By.ID, "look-btn").click()
     wait_for(lambda: "Layer 0 attention" in page.page_source, what="layer 0's attention")
     note = wait_for(lambda: (n := page.find_element(By.ID, "look-note").text) and "positions" in n and n)
-    assert "so the conversation was traced" in note and "the sharpest attention" in note
+    assert "so the conversation was traced" in note and "shows the most structure" in note
     first, last = (int(p) for p in note.split("showing positions ")[1].split(" ")[0].split(".."))
     assert last - first + 1 == 8
     tab(page, "Chat")

@@ -66,6 +66,12 @@ def test_generated_attention_is_each_steps_pattern_by_kv_group(gen, tiny):
         assert np.isnan(d.weights[:, n, p.shape[-1] :]).all()
     with pytest.raises(KeyError, match=r"sites=\['layers.1.attn.pattern'\]"):
         viz.generated_attention(gen, 1)
+    a, b = len(gen.steps) - 2, len(gen.steps) - 1
+    window = viz.generated_attention_data(gen, 2, steps=[a, b], max_keys=10)  # two steps, their last 10 keys
+    assert window.steps == [a, b] and len(window.keys) == 10 and window.keys[-1] == gen.steps[b].cache_tokens - 1
+    last = gen.steps[b].sites["layers.2.attn.pattern"][:, 0, -10:].float()
+    np.testing.assert_allclose(window.weights[0, 1], last[:g].mean(0).numpy(), rtol=1e-6)
+    assert window.left_out == gen.steps[b].cache_tokens - 10
 
 
 @pytest.fixture(scope="module")

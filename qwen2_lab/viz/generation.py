@@ -236,20 +236,28 @@ def kv_cache_growth(gen) -> go.Figure:
 # ---- where each new token looked ------------------------------------------------------------------------------------
 
 
+MAX_KEYS = 256  # key positions drawn: the last ones before the shown tokens (a long chat's start is left out)
+
+
 @dataclass(frozen=True)
 class GeneratedAttention:
-    """What generated_attention draws: each new token's attention over every earlier position, averaged over the
+    """What generated_attention draws: each shown step's attention over the key positions shown, averaged over the
     query heads of each KV group."""
 
     layer: int
     groups: list[int]
-    weights: np.ndarray  # [G, N, T]: group, new token, key position (NaN past what that token could see)
-    labels: list[str]  # every position's token (prompt, then the new tokens)
+    weights: np.ndarray  # [G, N, K]: group, shown step, key position (NaN past what that step could read)
+    keys: list[int]  # the K key positions shown (absolute: prompt, then answer)
+    labels: list[str]  # the token at each of them
+    steps: list[int]  # the N steps shown
     rows: list[str]  # "→ token": the query whose attention chose that token (it sits one position before it)
     prompt_length: int
+    left_out: int  # earlier key positions not drawn
 
 
-def generated_attention_data(gen, layer: int, *, groups=None) -> GeneratedAttention:
+def generated_attention_data(
+    gen, layer: int, *, groups=None, steps=None, max_keys: int = MAX_KEYS
+) -> GeneratedAttention:
     """The numbers of generated_attention (see there). Needs the steps to have kept layers.{layer}.attn.pattern."""
     gen = as_generation(gen, "generated_attention")
     a = gen.lab.arch
@@ -257,48 +265,54 @@ def generated_attention_data(gen, layer: int, *, groups=None) -> GeneratedAttent
     site = f"layers.{layer}.attn.pattern"
     if site not in gen.steps[0].sites:
         raise KeyError(f"generated_attention needs {site!r} at every step: lab.generate_steps(..., sites=[{site!r}])")
-    groups = (
-        list(range(a.n_kv_heads))
-        if groups is None
-        else [check_index(g, a.n_kv_heads, "group", "generated_attention") for g in groups]
-    )
-    T = gen.steps[-1].cache_tokens
-    weights = np.full((len(groups), len(gen.steps), T), np.nan)
-    for n, s in enumerate(gen.steps):
-        p = numpy(s.sites[site][:, 0])  # (nH, t): this token's query over the t positions it saw
+    groups = list(range(a.n_kv_heads)) if groups is None else [check_index(g, a.n_kv_heads, "group", "generated_attention") for g in groups]  # fmt: skip
+    steps = list(range(len(gen.steps))) if steps is None else [check_index(i, len(gen.steps), "step", "generated_attention") for i in steps]  # fmt: skip
+    T = gen.steps[steps[-1]].cache_tokens  # the positions the last shown step could read
+    first = max(0, T - max_keys)
+    weights = np.full((len(groups), len(steps), T - first), np.nan)
+    for n, i in enumerate(steps):
+        p = numpy(gen.steps[i].sites[site][:, 0])  # (nH, t): this step's query over the t positions it read
         by_group = p.reshape(a.n_kv_heads, a.group_size, -1).mean(1)  # (nKV, t)
-        weights[:, n, : p.shape[-1]] = by_group[groups]
-    labels = token_labels(gen.lab.tokens(gen.prompt_ids.tolist()) + gen.tokens)[:T]
-    rows = ["→ " + label for label in token_labels(gen.tokens)]  # the query that chose this token
-    return GeneratedAttention(layer, groups, weights, labels, rows, len(gen.prompt_ids))
+        if p.shape[-1] > first:
+            weights[:, n, : p.shape[-1] - first] = by_group[groups, first:]
+    ids = gen.prompt_ids.tolist() + gen.token_ids
+    labels = token_labels(gen.lab.tokens(ids[first:T]))
+    rows = ["→ " + token_label(gen.steps[i].token) for i in steps]
+    return GeneratedAttention(layer, groups, weights, list(range(first, T)), labels, steps, rows,
+                              len(gen.prompt_ids), first)  # fmt: skip
 
 
 def draw_generated_attention(d: GeneratedAttention) -> go.Figure:
-    G, N, T = d.weights.shape
-    keys = position_keys(range(T))
+    G, N, K = d.weights.shape
+    keys, rows = position_keys(d.keys), position_keys(d.steps)
     fig = subplots(rows=G, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                    subplot_titles=[f"KV group {g}" for g in d.groups])  # fmt: skip
-    rows = position_keys(range(N))
+    shown = list(range(K))
     for i in range(G):
         fig.add_trace(go.Heatmap(
-            z=d.weights[i], x=keys, y=rows, colorscale=WEIGHT_SCALE, zmin=0, zmax=1, showscale=i == 0,
-            colorbar=dict(title="weight"), customdata=np.array([[d.labels[t] for t in range(T)]] * N),
+            z=d.weights[i], x=keys, y=rows, colorscale=WEIGHT_SCALE, zmin=0, zmax=1, showscale=i == 0, name=f"KV group {d.groups[i]}",
+            colorbar=dict(title="weight"), customdata=np.array([d.labels] * N, dtype=object),
             hovertemplate="step %{y}: reads %{customdata} (pos %{x})<br>weight %{z:.3f}<extra></extra>",
         ), row=i + 1, col=1)  # fmt: skip
         fig.update_yaxes(row=i + 1, col=1, title_text="choosing", **token_axis(d.rows, list(range(N)), reverse=True))
-        fig.add_vline(x=d.prompt_length - 0.5, line=dict(color="#444", dash="dot", width=1), row=i + 1, col=1)
-    fig.update_xaxes(row=G, col=1, title_text="position read (prompt | answer)", **token_axis(d.labels, list(range(T))))
-    return base_layout(
-        fig, f"Layer {d.layer}: where each new token looked, by KV group",
+        if d.keys[0] <= d.prompt_length - 1 < d.keys[-1]:
+            fig.add_vline(x=d.prompt_length - d.keys[0] - 0.5, line=dict(color="#444", dash="dot", width=1),
+                          row=i + 1, col=1)  # fmt: skip
+    fig.update_xaxes(row=G, col=1, title_text="position read (prompt | answer)", **token_axis(d.labels, shown))
+    notes = [
         "each row: the attention that chose the token after the arrow, over every position before it (mean of the"
-        " query heads sharing that KV head); the dotted line ends the prompt",
-        height=max(160, 22 * N) * G, top=20,
-    )  # fmt: skip
+        " query heads sharing that KV head); the dotted line ends the prompt"
+    ]
+    if d.left_out:
+        notes.append(f"the first {d.left_out} positions are left out (max_keys=)")
+    return base_layout(fig, f"Layer {d.layer}: where each new token looked, by KV group", *notes,
+                       height=max(160, 22 * N) * G, top=20)  # fmt: skip
 
 
 def generated_attention(gen, layer: int, **options) -> go.Figure:
     """Each generated token's attention back over the prompt and the answer so far, one panel per KV group.
 
-    Needs lab.generate_steps(..., sites=["layers.{layer}.attn.pattern"]). Options: groups= which KV groups.
+    Needs lab.generate_steps(..., sites=["layers.{layer}.attn.pattern"]). Options (generated_attention_data):
+    groups= which KV groups, steps= which steps, max_keys= how many of the last key positions.
     """
     return draw_generated_attention(generated_attention_data(gen, layer, **options))
