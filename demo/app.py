@@ -446,7 +446,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     lab = qwen2_lab.load(args.model, device=args.device, dtype=args.dtype)
     print(lab)
-    build_app(lab, queue_size=args.queue_size).launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo = build_app(lab, queue_size=args.queue_size)
+    # quiet: Gradio's own banner tells a user to set share=True in launch(); this script's flag is --share
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True)
+    print(f"Qwen2 Lab's demo is running on {demo.local_url}")
+    print(f"public link: {demo.share_url}" if args.share else "for a public link, start it with --share")
+    demo.block_thread()
 
 
 if __name__ == "__main__":
