@@ -9,7 +9,8 @@
 Rows, all greedy on the same chat prompt (the Qwen2 launch's LeetCode 34 prompt) and the same model:
   generate      `model.generate(input_ids)` in the calling thread, the whole reply at once (the reference)
   demo stream   `chat.respond`, the function behind the demo's chat and its `chat` API: the request checked, then
-                `lab.stream` (HF generate in a thread, a piece per token) with every growing reply yielded
+                `lab.stream` (the lab's own forward with HF's KV cache, a piece per token) with every growing reply
+                yielded
   demo http     (--http) the same, served by the demo app and read through `gradio_client` over loopback
   page top-5    (--page) `chat.reply`, the page's chat: the same, and each token's top-5 candidates recorded
   page record   (--page) the same, and what Look inside draws after the reply: one layer's attention, its MoE
@@ -19,9 +20,8 @@ end-of-turn token cannot stop one row early, and the streamed text is asserted e
 alternate within each repeat, after one warm-up of each, so drift in a shared machine's load hits all of them
 alike; the table shows medians. The aim is demo stream / generate >= 0.95.
 
-On a busy CPU pass --threads 1: with several threads, OpenMP's spinning makes whichever path runs on the main thread
-(generate) look much slower than the same work on the streaming thread, a contention artefact, not a demo speed-up.
-The http row runs client, server and model in one process, so it also counts the client's own work.
+On a busy CPU pass --threads 1: threads that share cores with other jobs spin and wait, and distort every row. The
+http row runs client, server and model in one process, so it also counts the client's own work.
 """
 
 from __future__ import annotations
