@@ -319,7 +319,8 @@ def test_a_thread_left_running_after_a_correct_answer_is_never_accepted():
     result = attack(
         BISECT_LEETCODE.replace(
             "class Solution:",
-            "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n\nclass Solution:",
+            "import threading\n\ndef spin():\n    while True:\n        pass\n\n"
+            "threading.Thread(target=spin).start()\n\nclass Solution:",  # spins forever, allocating nothing
         ),
         timeout=2.0,
     )
