@@ -388,6 +388,27 @@ def every_view(tiny, trace, moe_trace):
         "logit_lens": viz.logit_lens(trace),
         "lens_position": viz.lens_position(trace, 2),
         "residual_norms": viz.residual_norms(trace),
+        **generation_and_experiment_views(tiny),
+    }
+
+
+def generation_and_experiment_views(tiny):
+    from qwen2_lab import edits
+    from qwen2_lab.experiments import compare_runs
+    from qwen2_lab.patching import head_patch_sweep, patch_sweep
+
+    gen = tiny.generate_steps("A={2,5,8}, B={1,5,7}. What is A∩B?", max_new_tokens=4, do_sample=True, seed=0,
+                              sites=["layers.1.attn.pattern"])  # fmt: skip
+    clean, corrupted = [3, 17, 42, 5, 99], [3, 17, 40, 5, 99]
+    plain, edited = tiny.trace(clean), tiny.trace(clean, edits=edits.zero_heads(1, [0]))
+    return {
+        "token_confidence": viz.token_confidence(gen),
+        "candidates": viz.candidates(gen, 1),
+        "kv_cache_growth": viz.kv_cache_growth(gen),
+        "generated_attention": viz.generated_attention(gen, 1),
+        "patching_heatmap": viz.patching_heatmap(patch_sweep(tiny, clean, corrupted, answer=(7, 9), layers=[0, 3])),
+        "head_grid": viz.head_grid(head_patch_sweep(tiny, clean, corrupted, answer=(7, 9), layers=[2])),
+        "edit_effect": viz.edit_effect(compare_runs(plain, edited, answer=(7, 9)), tiny.tokens),
     }
 
 
