@@ -1,11 +1,11 @@
 """Does streaming cost speed? The demo's chat path against plain `model.generate`, in tokens per second.
 
     python bench/stream_speed.py                         # tiny and a random model with Qwen2-0.5B's shape, CPU
-    python bench/stream_speed.py --threads 1 --http      # what the issue reports (a shared 2-core machine)
+    python bench/stream_speed.py --threads 1 --http      # on a shared 2-core machine
     python bench/stream_speed.py --models 0.5B --new-tokens 128 --repeats 7
     python bench/stream_speed.py --models 1.5B --device cuda --dtype bfloat16 --http
 
-Rows, all greedy on the same chat prompt (the seed's LeetCode 34 prompt) and the same model:
+Rows, all greedy on the same chat prompt (the Qwen2 launch's LeetCode 34 prompt) and the same model:
   generate      `model.generate(input_ids)` in the calling thread, the whole reply at once (the reference)
   demo stream   `chat.respond`, the function behind the demo's chat and its `chat` API: the request checked, then
                 `lab.stream` (HF generate in a thread, a piece per token) with every growing reply yielded
@@ -58,10 +58,12 @@ def measure(lab, new_tokens: int, repeats: int, http: bool) -> dict[str, list[fl
     import torch
     from check import problem_prompts
 
+    from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT
+
     prompt = problem_prompts()["leetcode-34"]["zh"]
-    settings = (chat.DEFAULT_SYSTEM_PROMPT, 0.0, 1.0, 0, new_tokens, 1.0)  # greedy, no repetition penalty
+    settings = (DEFAULT_SYSTEM_PROMPT, 0.0, 1.0, 0, new_tokens, 1.0)  # greedy, no repetition penalty
     lab.model.generation_config.min_new_tokens = new_tokens  # every row makes exactly new_tokens tokens
-    ids = lab.encode(chat.conversation(prompt, [], chat.DEFAULT_SYSTEM_PROMPT))[None]  # (1, S)
+    ids = lab.encode(chat.conversation(prompt, [], DEFAULT_SYSTEM_PROMPT))[None]  # (1, S)
 
     def sync():
         if lab.device.type == "cuda":

@@ -10,7 +10,9 @@ child process, so its peak is its own: peak resident memory (CPU) or peak alloca
 above what the loaded model already holds, beside "kept": what the call's result itself holds (HF's logits; the
 trace's tensors and logits). Peak minus kept is the forward's own working memory. Rows: HF eager forward (the reference, since the lab keeps attention patterns
 as eager does), HF sdpa forward, lab.trace keeping nothing (sites=[]: fused attention, logits only), and lab.trace
-keeping every site.
+keeping every site. Faults: minor page faults per call (median), i.e. pages of fresh memory the call touched; a Lab
+on the CPU asks malloc to keep freed memory for reuse (qwen2_lab/allocator.py), QWEN2_LAB_KEEP_FREED_MEMORY=0 to
+compare without.
 """
 
 from __future__ import annotations
@@ -64,19 +66,23 @@ def setup(model: str, tokens: int, device: str, dtype: str):
     return lab, ids
 
 
-def times(model: str, tokens: int, repeats: int, device: str, dtype: str) -> dict:
+def times(model: str, tokens: int, repeats: int, device: str, dtype: str) -> tuple[dict, dict]:
+    """Median seconds per call of each mode, and median minor page faults per call (fresh memory touched)."""
+    import resource
+
     lab, ids = setup(model, tokens, device, dtype)
     runs = {mode: runner(lab, mode, ids) for mode in MODES}
-    out = {mode: [] for mode in MODES}
+    out, faults = {mode: [] for mode in MODES}, {mode: [] for mode in MODES}
     for round_ in range(repeats + 1):
         for mode, run in runs.items():
             sync(device)
-            t0 = time.perf_counter()
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             run()
             sync(device)
             if round_:  # round 0 is the warm-up
                 out[mode].append(time.perf_counter() - t0)
-    return {mode: statistics.median(t) for mode, t in out.items()}
+                faults[mode].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {mode: statistics.median(t) for mode, t in out.items()}, {m: statistics.median(f) for m, f in faults.items()}
 
 
 def memory(model: str, mode: str, tokens: int, device: str, dtype: str) -> dict:
@@ -140,13 +146,16 @@ def main():
         print(json.dumps(memory(*args.child, args.tokens, args.device, args.dtype)))
         return
 
+    import os
+
+    keep = os.environ.get("QWEN2_LAB_KEEP_FREED_MEMORY", "1") != "0"
     print(
         f"{args.tokens} tokens, {args.device}, {args.dtype}, {args.threads} threads, median of {args.repeats};"
-        " x = time / HF eager"
+        f" x = time / HF eager; freed memory kept for reuse: {'yes' if keep else 'no (QWEN2_LAB_KEEP_FREED_MEMORY=0)'}"
     )
-    print(f"{'model':<10} {'mode':<16} {'ms':>9} {'x':>6} {'peak MiB':>9} {'kept MiB':>9}")
+    print(f"{'model':<10} {'mode':<16} {'ms':>9} {'x':>6} {'faults':>8} {'peak MiB':>9} {'kept MiB':>9}")
     for model in args.models:
-        t = times(model, args.tokens, args.repeats, args.device, args.dtype)
+        t, faults = times(model, args.tokens, args.repeats, args.device, args.dtype)
         for mode in MODES:
             cmd = [sys.executable, __file__, "--child", model, mode, "--tokens", str(args.tokens)]
             cmd += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
@@ -154,7 +163,8 @@ def main():
             nan = {"peak": float("nan"), "kept": float("nan")}
             mib = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else nan
             ratio = t[mode] / t["hf_eager"]
-            row = f"{model:<10} {mode:<16} {t[mode] * 1e3:9.1f} {ratio:6.2f} {mib['peak']:9.1f} {mib['kept']:9.1f}"
+            row = f"{model:<10} {mode:<16} {t[mode] * 1e3:9.1f} {ratio:6.2f} {faults[mode]:8.0f}"
+            row += f" {mib['peak']:9.1f} {mib['kept']:9.1f}"
             print(row, flush=True)
 
 

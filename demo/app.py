@@ -1,19 +1,22 @@
-"""Qwen2 Lab's web demo: chat with Qwen2, check its answers to the seed's gaokao and LeetCode problems, look inside.
+"""Qwen2 Lab's web demo: chat with Qwen2, check its answers to the Qwen2 launch's problems, look inside.
 
     python demo/app.py                                   # the model qwen2_lab.load() picks (or $QWEN2_LAB_MODEL)
     python demo/app.py --model Qwen/Qwen2-0.5B-Instruct --device cuda --port 7860
     python demo/app.py --model tiny-moe --share          # the bundled toy MoE, with a public share link
 
-QwenLM's own web_demo.py streams a chat and nothing else. This one also has sampling settings, the seed's prompts
-as examples, answers checked against known results (math) or run against tests in a sandbox (code), the failure
+QwenLM's own web_demo.py streams a chat and nothing else. This one also has sampling settings, examples that fit the
+model that runs, answers checked against known results (math) or run against tests in a sandbox (code), the failure
 sent back for the model to repair, and the conversation drawn from inside by the notebooks' own figures.
-Serving: one bounded queue, one generation at a time per model, stable API names `chat` and `check_code`.
+Serving: one bounded queue, one generation at a time per model, stable API names `chat`, `check_code` and
+`check_answer`. Built from Gradio's public components and events only: a `gr.Chatbot` and a textbox whose submit
+adds the user's message, then streams the reply (`chat.reply`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,11 +34,14 @@ import gradio as gr  # noqa: E402
 import inside  # noqa: E402
 
 from qwen2_lab.arch import count  # noqa: E402
+from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.loading import BUNDLED  # noqa: E402
+from qwen2_lab.tiny.curriculum import example_prompts  # noqa: E402
 
 MODEL_GROUP = "model"  # the concurrency group of everything that runs the model: one at a time
 QUEUE_SIZE = 16
 GPU_SECONDS = 120  # ZeroGPU's allotment per call: a long reply on a large model
+PRIVATE = dict(api_visibility="private")  # the page's own events: not API endpoints
 
 try:  # On a Hugging Face ZeroGPU Space, a GPU is attached only inside functions marked like this.
     import spaces
@@ -54,40 +60,44 @@ MORE_EXAMPLES = [
 ]
 
 
-def setting(*args, **kwargs) -> gr.Slider:
-    """A slider whose value reaches the chat function unchecked, so that `chat.generation_kwargs` checks it and names
-    a bad one. (Slider's own check answers an API client's "hot" for temperature with an anonymous server error.)"""
-    slider = gr.Slider(*args, **kwargs)
-    slider.preprocess = lambda payload: payload  # on the instance: a Slider subclass would make Gradio write a .pyi
-    return slider
+# ---- what runs, and what the page says about it --------------------------------------------------------------
 
 
-def examples() -> tuple[list[list[str]], list[str]]:
-    """The chat's examples and their labels: the seed's three problems in Chinese and English, then a few more."""
-    prompts, labels = [], []
-    for pid, by_lang in check.problem_prompts().items():
-        for lang, prompt in by_lang.items():
-            prompts.append([prompt])
-            labels.append(f"{pid} ({'中文' if lang == 'zh' else 'English'})")
-    for prompt, label in MORE_EXAMPLES:
-        prompts.append([prompt])
-        labels.append(label)
-    return prompts, labels
-
-
-def is_toy(lab) -> bool:
+def is_bundled(lab) -> bool:
     return lab.name in BUNDLED
 
 
+def examples(lab) -> list[tuple[str, str]]:
+    """The chat's examples as (prompt, label): what the running model can be asked.
+
+    A bundled model: the launch's gaokao set question and held-out problems of the four kinds it was trained on,
+    in Chinese and English. A real model: the Qwen2 launch's three problems in both languages, then a few more.
+    """
+    if is_bundled(lab):
+        return example_prompts()
+    launch = [
+        (prompt, f"{pid} ({'中文' if lang == 'zh' else 'English'})")
+        for pid, by_lang in check.problem_prompts().items()
+        for lang, prompt in by_lang.items()
+    ]
+    return launch + MORE_EXAMPLES
+
+
 def banner(lab) -> str:
-    """The plain warning shown above everything while a bundled toy model runs; empty for a real model."""
-    if not is_toy(lab):
-        return ""
+    """The line above everything: which model runs, which examples the chat offers and why."""
+    if is_bundled(lab):
+        return (
+            f"**The bundled model `{lab.name}` runs here** ({count(lab.arch.total_params)} parameters, on the CPU in"
+            " seconds): a small Qwen2 trained on four kinds of problems (set intersection, LeetCode 34 on short"
+            " lists, addition and subtraction, and the gaokao set filter) in Chinese and English; see its model card"
+            " for what it scores. The examples are problems of those kinds it never saw in training, and the Qwen2"
+            " launch's gaokao set question; other questions are beyond it. To talk to a real Qwen2, start the demo"
+            " with `python demo/app.py --model Qwen/Qwen2-0.5B-Instruct` (or any Qwen2 hub id or local folder), or"
+            " set `QWEN2_LAB_MODEL`."
+        )
     return (
-        f"**This is the bundled toy model `{lab.name}`** ({count(lab.arch.total_params)} parameters): it shows how"
-        " the demo works, and its answers are not meant to be right. To talk to a real Qwen2, start the demo with"
-        " `python demo/app.py --model Qwen/Qwen2-0.5B-Instruct` (or any Qwen2 hub id or local folder), or set"
-        " `QWEN2_LAB_MODEL`."
+        f"**`{lab.name}` runs here.** The examples are the three problems Qwen2 was launched with (two 2024 gaokao"
+        " math questions and LeetCode 34, in Chinese and English), whose answers the demo checks, and a few more."
     )
 
 
@@ -95,7 +105,7 @@ def model_card(lab) -> str:
     """Which model runs, where, in what precision, and its shape (the same `Arch` summary the notebooks print)."""
     a = lab.arch
     rows = [
-        ("model", f"`{lab.name}`" + (" (bundled toy model)" if is_toy(lab) else "")),
+        ("model", f"`{lab.name}`" + (" (bundled toy model)" if is_bundled(lab) else "")),
         ("device", f"`{lab.device}`"),
         ("dtype", f"`{str(lab.dtype).removeprefix('torch.')}`"),
         ("parameters", f"{count(a.total_params)} ({count(a.non_embedding_params)} non-embedding)"),
@@ -104,191 +114,197 @@ def model_card(lab) -> str:
     if a.is_moe:
         rows.append(("active per token", f"{count(a.active_params)} (top-{a.top_k} of {a.n_experts} experts)"))
     table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"{banner(lab)}\n\n{table}\n\n```text\n{a}\n```"
+    return f"{table}\n\n```text\n{a}\n```"
+
+
+# ---- the page: one builder per part ----------------------------------------------------------------------------
+
+
+@dataclass
+class ChatUI:
+    """The Chat tab's components that events read and write."""
+
+    chatbot: gr.Chatbot
+    textbox: gr.Textbox
+    settings: list  # system prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
+    problem: gr.Dropdown
+    check_btn: gr.Button
+    send_btn: gr.Button
+    report: gr.Markdown
+    failure: gr.State  # the report of the last failed code check, ready to send back
+
+
+def on_model(trigger, fn, inputs, outputs, **kwargs):
+    """An event that runs the model. All of them (the page's chat, the `chat` API, Look inside) share one concurrency
+    group, so one generation runs at a time per model, whoever asks; the others wait in the queue."""
+    return trigger(on_gpu(fn), inputs, outputs, concurrency_id=MODEL_GROUP, concurrency_limit=1, **kwargs)
 
 
 def build_app(lab, *, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     """The demo's Blocks for one loaded `Lab`, queued and ready to launch."""
-    defaults = chat.default_settings(lab)
-    lo, hi = chat.LIMITS, chat.max_new_tokens_limit(lab)
-    settings = [
-        gr.Textbox(chat.DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=2, render=False),
-        setting(*lo["temperature"], defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
-        setting(*lo["top_p"], defaults.top_p, step=0.01, label="Top-p", render=False),
-        setting(*lo["top_k"], defaults.top_k, step=1, label="Top-k (0 = off)", render=False),
-        setting(1, hi, defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
-        setting(*lo["repetition_penalty"], defaults.repetition_penalty, step=0.01, label="Repetition penalty", render=False),
-    ]  # fmt: skip
-
-    @on_gpu
-    def respond(message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty):
-        yield from chat.respond(
-            lab, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
-        )
-
-    @on_gpu
-    def send_back(failure, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty):
-        """The failing report as the user's next message, and the model's streamed repair."""
-        if not failure:
-            raise gr.Error("There is no failed check to send back: check a reply to a code problem first.")
-        message = check.failure_message(failure)
-        history = list(history or []) + [{"role": "user", "content": message}]
-        yield history
-        for text in chat.respond(lab, message, history[:-1], system_prompt, temperature, top_p, top_k,
-                                 max_new_tokens, repetition_penalty):  # fmt: skip
-            yield history + [{"role": "assistant", "content": text}]
-
-    @on_gpu
-    def look(history, layer, groups, system_prompt):
-        return inside.look_inside(lab, history, layer, groups, system_prompt)
-
-    prompts, labels = examples()
-    with gr.Blocks(title="Qwen2 Lab") as demo:
+    with gr.Blocks(title="Qwen2 Lab", fill_width=True) as demo:  # full width: the figures need it
         gr.Markdown(f"# Qwen2 Lab: chat with `{lab.name}`, check its answers, look inside")
-        if is_toy(lab):
-            gr.Markdown(banner(lab), elem_id="toy-banner")
+        gr.Markdown(banner(lab), elem_id="model-banner")
         with gr.Tab("Chat"):
-            chat_ui = gr.ChatInterface(
-                respond,
-                chatbot=gr.Chatbot(label=lab.name, height=420, elem_id="chatbot"),
-                textbox=gr.Textbox(
-                    placeholder="Ask anything, or click an example",
-                    elem_id="chat-input",
-                    max_length=chat.MAX_MESSAGE_CHARS,
-                    submit_btn=True,
-                    stop_btn=True,
-                ),
-                additional_inputs=settings,
-                additional_inputs_accordion=gr.Accordion(
-                    "Settings: system prompt and sampling", open=False, render=False
-                ),
-                examples=prompts,
-                example_labels=labels,
-                cache_examples=False,  # Spaces would otherwise generate every example at start-up
-                api_name="chat",
-                concurrency_limit=1,
-                fill_height=False,
-            )
-            with gr.Group():
-                with gr.Row():
-                    problem = gr.Dropdown(
-                        [("Find it in the chat", check.AUTO)] + [(pid, pid) for pid in check.problem_prompts()],
-                        value=check.AUTO, label="Problem to check against", scale=2,
-                    )  # fmt: skip
-                    check_btn = gr.Button("Check the last reply", elem_id="check-btn", variant="primary", scale=1)
-                    send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
-                report = gr.Markdown("Math answers are checked as soon as the model finishes; press *Check* for code.",
-                                     elem_id="check-report")  # fmt: skip
-            failure = gr.State("")  # the report of the last failed code check, ready to send back
+            ui = chat_tab(lab)
         with gr.Tab("Look inside"):
-            gr.Markdown(
-                "The current conversation, traced once through the Lab's step-by-step forward and drawn with the"
-                " same `qwen2_lab.viz` figures as the notebooks."
-            )
-            with gr.Row():
-                first = lab.arch.moe_layers[0] if lab.arch.is_moe else 0
-                layer = gr.Slider(0, lab.arch.n_layers - 1, first, step=1, label="Layer", scale=3)
-                kv_groups = gr.Dropdown(
-                    list(range(lab.arch.n_kv_heads)), value=inside.default_groups(lab.arch), multiselect=True,
-                    label=f"KV groups to draw ({lab.arch.group_size} query heads each)", scale=2,
-                )  # fmt: skip
-                look_btn = gr.Button("Look inside the conversation", elem_id="look-btn", scale=1)
-            note = gr.Markdown()
-            attention_plot = gr.Plot(label="Attention heads, grouped by the KV head they share")
-            lens_plot = gr.Plot(label="Logit lens: each layer's best guess for the next token")
-            routing_plot = gr.Plot(label="MoE routing", visible=lab.arch.is_moe)
+            inside_tab(lab, ui)
         with gr.Tab("Model card"):
             gr.Markdown(model_card(lab), elem_id="model-card")
-
-        history = chat_ui.chatbot_value  # the conversation, updated each time a reply is complete
-        history.change(auto_check, [history, problem], [report, failure], api_visibility="undocumented")
-        check_btn.click(check_last, [history, problem], [report, failure], api_visibility="undocumented")
-        send_btn.click(
-            send_back, [failure, history, *settings], [chat_ui.chatbot],
-            concurrency_id=MODEL_GROUP, concurrency_limit=1, api_visibility="undocumented",
-        ).then(
-            lambda h: (h, h), [chat_ui.chatbot], [chat_ui.chatbot_state, chat_ui.chatbot_value],
-            api_visibility="undocumented", queue=False,
-        )  # fmt: skip
-        look_btn.click(
-            look, [history, layer, kv_groups, settings[0]], [attention_plot, lens_plot, routing_plot, note],
-            concurrency_id=MODEL_GROUP, concurrency_limit=1, api_visibility="undocumented",
-        )  # fmt: skip
-        gr.api(check_code, api_name="check_code")
-        gr.api(check_answer, api_name="check_answer")
-
-    share_model_group(demo, respond)
-    announce_history_changes(demo, history)
+        wire_chat(lab, ui)
+        api_endpoints(lab, ui)
     return demo.queue(max_size=queue_size, default_concurrency_limit=1)
 
 
-def share_model_group(demo: gr.Blocks, chat_fn) -> None:
-    """Put the ChatInterface's events (UI submit, retry, examples, the `chat` API) in the model's concurrency group.
+def chat_tab(lab) -> ChatUI:
+    """The chat with its examples and settings, and the Check panel under it."""
+    chatbot = gr.Chatbot(
+        label=lab.name, height=420, elem_id="chatbot",
+        examples=[{"text": prompt, "display_text": label} for prompt, label in examples(lab)],
+    )  # fmt: skip
+    textbox = gr.Textbox(
+        placeholder="Ask anything, or click an example", show_label=False, elem_id="chat-input",
+        max_length=chat.MAX_MESSAGE_CHARS, submit_btn=True, stop_btn=False,
+    )  # fmt: skip
+    with gr.Accordion("Settings: system prompt and sampling", open=False):
+        settings = settings_controls(lab)
+    with gr.Group():
+        with gr.Row():
+            problem = gr.Dropdown(
+                [("Find it in the chat", check.AUTO)] + [(pid, pid) for pid in check.problem_prompts()],
+                value=check.AUTO, label="Problem to check against", scale=2,
+            )  # fmt: skip
+            check_btn = gr.Button("Check the last reply", elem_id="check-btn", variant="primary", scale=1)
+            send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
+        report = gr.Markdown(check.WAITING, elem_id="check-report")
+    return ChatUI(chatbot, textbox, settings, problem, check_btn, send_btn, report, gr.State(""))
 
-    ChatInterface gives its UI event and its API event separate groups, each limited to 1, so a browser and an API
-    client could otherwise generate at the same time; one group makes it one generation per model, whoever asks.
+
+def settings_controls(lab) -> list:
+    """The system prompt and the sampling sliders, starting at the model's own generation config."""
+    defaults = chat.default_settings(lab)
+    lo, hi = chat.LIMITS, chat.max_new_tokens_limit(lab)
+    return [
+        gr.Textbox(DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=2),
+        gr.Slider(*lo["temperature"], defaults.temperature, step=0.05, label="Temperature (0 = greedy)"),
+        gr.Slider(*lo["top_p"], defaults.top_p, step=0.01, label="Top-p"),
+        gr.Slider(*lo["top_k"], defaults.top_k, step=1, label="Top-k (0 = off)"),
+        gr.Slider(1, hi, defaults.max_new_tokens, step=1, label="Max new tokens"),
+        gr.Slider(*lo["repetition_penalty"], defaults.repetition_penalty, step=0.01, label="Repetition penalty"),
+    ]
+
+
+def busy() -> gr.Textbox:
+    """The textbox while the model answers: cleared, locked, its send button turned into a stop button."""
+    return gr.Textbox(value="", interactive=False, submit_btn=False, stop_btn=True)
+
+
+def ready() -> gr.Textbox:
+    return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
+
+
+def wire_chat(lab, ui: ChatUI) -> None:
+    """Four ways to start a turn (send a message, click an example, retry, send a failure back). Each checks the
+    request (`chat.checked`) and writes the chat with the user's message at its end into `turn`; then the chat shows
+    it, one reply event streams the answer into it, and the math is checked.
+
+    A refused request (an empty message, a chat too long for the context window, nothing to send back) shows its
+    message and leaves the chat as it was: the check's only output is the hidden `turn`, so Gradio's error mark lands
+    on no visible component.
     """
-    for block_fn in demo.fns.values():
-        if getattr(block_fn.fn, "__wrapped__", None) is chat_fn:
-            block_fn.concurrency_id, block_fn.concurrency_limit = MODEL_GROUP, 1
+    turn = gr.State()
+
+    def answer(started):
+        shown = started.success(lambda chat: (busy(), chat), turn, [ui.textbox, ui.chatbot], queue=False, **PRIVATE)
+        replied = on_model(shown.success, stream_reply, [ui.chatbot, *ui.settings], [ui.chatbot], **PRIVATE)
+        replied.then(check.auto_check, [ui.chatbot, ui.problem], [ui.report, ui.failure], **PRIVATE)
+        replied.then(ready, None, ui.textbox, queue=False, **PRIVATE)
+        return replied
+
+    def stream_reply(history, *settings):
+        yield from chat.reply(lab, history, *settings)
+
+    def send(message, history, *settings):
+        return chat.checked(lab, chat.user_turn(message, history), *settings)
+
+    def start_example(example: gr.SelectData, *settings):
+        return chat.checked(lab, chat.user_turn(example.value["text"], []), *settings)
+
+    def retry(last: gr.RetryData, history, *settings):
+        return chat.checked(lab, history[: last.index + 1], *settings)  # up to the user's message asked again
+
+    def send_back(failure, history, *settings):
+        if not failure:
+            raise gr.Error("There is no failed check to send back: check a reply to a code problem first.")
+        return chat.checked(lab, chat.user_turn(check.failure_message(failure), history), *settings)
+
+    def undo(last: gr.UndoData, history):
+        return history[: last.index], chat.message_text(history[last.index]["content"])  # the message back to edit
+
+    quick = dict(concurrency_limit=None, **PRIVATE)  # queued, so that a refusal shows its message
+    replies = [
+        answer(ui.textbox.submit(send, [ui.textbox, ui.chatbot, *ui.settings], turn, **quick)),
+        answer(ui.chatbot.example_select(start_example, ui.settings, turn, **quick)),
+        answer(ui.chatbot.retry(retry, [ui.chatbot, *ui.settings], turn, **quick)),
+        answer(ui.send_btn.click(send_back, [ui.failure, ui.chatbot, *ui.settings], turn, **quick)),
+    ]
+    ui.textbox.stop(ready, None, ui.textbox, cancels=replies, queue=False, **PRIVATE)
+    ui.chatbot.undo(undo, [ui.chatbot], [ui.chatbot, ui.textbox], queue=False, **PRIVATE)
+    ui.chatbot.clear(lambda: (check.WAITING, ""), None, [ui.report, ui.failure], queue=False, **PRIVATE)
+    ui.check_btn.click(check.check_last, [ui.chatbot, ui.problem], [ui.report, ui.failure], **PRIVATE)
 
 
-def announce_history_changes(demo: gr.Blocks, history: gr.State) -> None:
-    """Let `history.change` fire when ChatInterface stores a finished conversation.
+def inside_tab(lab, ui: ChatUI) -> None:
+    """Look inside the conversation: layer, KV group and position window as controls; figures at full width."""
+    arch = lab.arch
+    gr.Markdown(
+        "The current conversation, traced once through the Lab's step-by-step forward and drawn with the same"
+        " `qwen2_lab.viz` figures as the notebooks. It opens on a middle layer, the conversation's last"
+        f" {inside.WINDOW} tokens and the KV group of the head with the sharpest attention there."
+    )
+    with gr.Row():
+        layer = gr.Slider(0, arch.n_layers - 1, inside.default_layer(arch), step=1, label="Layer", elem_id="look-layer")
+        group = gr.Dropdown(inside.group_choices(arch), value=inside.AUTO, label="KV group (its query heads are drawn)")
+        window = gr.Slider(1, inside.MAX_WINDOW, inside.WINDOW, step=1, label="Positions shown", elem_id="look-window")
+        back = gr.Slider(0, inside.MAX_LOOK_TOKENS - 1, 0, step=1, label="Window ends this many tokens before the last")
+    look_btn = gr.Button("Look inside the conversation", elem_id="look-btn", variant="primary")
+    note = gr.Markdown(elem_id="look-note")
+    figures = [
+        gr.Plot(label="Attention heads, grouped by the KV head they share", elem_id="attention-plot"),
+        gr.Plot(label="Logit lens: each layer's best guess for the next token", elem_id="lens-plot"),
+        gr.Plot(label="MoE routing", visible=arch.is_moe, elem_id="routing-plot"),
+    ]
 
-    ChatInterface copies the chatbot into `chatbot_value` with unqueued events, and the Gradio 6 frontend dispatches
-    a State's change event only for queued ones; queued, the copy (a trivial function) triggers the auto-check.
+    def look(history, layer, group, window, back, system_prompt):
+        return inside.look_inside(lab, history, layer, group, window, back, system_prompt)
+
+    controls = [ui.chatbot, layer, group, window, back, ui.settings[0]]
+    on_model(look_btn.click, look, controls, [*figures, note], **PRIVATE)
+
+
+def api_endpoints(lab, ui: ChatUI) -> None:
+    """The stable API: `chat` (a streamed reply, in a conversation kept per client session), `check_code` and
+    `check_answer`.
+
+    `chat` takes the message and the page's settings, in the page's order. Its values reach `chat.api_turn` as sent
+    (preprocess=False), so that a bad setting is answered by `chat.generation_kwargs`, which names it.
     """
-    for block_fn in demo.fns.values():
-        if any(block is history for block in block_fn.outputs):
-            block_fn.queue = True
+
+    def chat_api(message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty):
+        """Answer `message` in this session's conversation; the reply streams as it grows."""
+        settings = (system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty)
+        yield from chat.api_turn(lab, message, history, *settings)
+
+    conversation, reply = gr.State([]), gr.Textbox(visible=False)
+    on_model(
+        gr.Button(visible=False).click, chat_api, [ui.textbox, conversation, *ui.settings], [reply, conversation],
+        api_name="chat", preprocess=False,
+    )  # fmt: skip
+    gr.api(check.check_code_endpoint, api_name="check_code")
+    gr.api(check.check_answer_endpoint, api_name="check_answer")
 
 
-def check_code(text: str, problem_id: str = "leetcode-34") -> dict:
-    """Run the code in `text` (a whole reply, or bare Python) against a code problem's tests, in the sandbox.
-
-    Returns {"problem", "passed", "report"}.
-    """
-    if problem_id not in check.problem_prompts() or not check.is_code(problem_id):
-        codes = [p for p in check.problem_prompts() if check.is_code(p)]
-        raise gr.Error(f"{problem_id!r} is not a code problem; the code problems are {codes}")
-    result = check.check(text, problem_id)
-    return {"problem": problem_id, "passed": bool(result.passed), "report": result.report}
-
-
-def check_answer(text: str, problem_id: str = "gaokao-2024-set") -> dict:
-    """Extract the final answer from `text` and compare it with a math problem's known answer.
-
-    Returns {"problem", "passed", "report"}.
-    """
-    if problem_id not in check.problem_prompts() or check.is_code(problem_id):
-        maths = [p for p in check.problem_prompts() if not check.is_code(p)]
-        raise gr.Error(f"{problem_id!r} is not a math problem; the math problems are {maths}")
-    result = check.check(text, problem_id)
-    return {"problem": problem_id, "passed": bool(result.passed), "report": result.report}
-
-
-def check_last(history, problem_id):
-    """The Check button: the last reply checked against the chosen (or detected) problem. Returns (report, failure)."""
-    pid = check.find_problem(history) if problem_id == check.AUTO else problem_id
-    reply = check.last_reply(history)
-    if pid is None:
-        return "No known problem in this chat: click one of the seed's examples, or choose the problem above.", ""
-    if reply is None:
-        return f"The model has not answered {pid} yet.", ""
-    result = check.check(reply, pid)
-    failed_code = check.is_code(pid) and not result.passed
-    return check.report_markdown(result, pid), result.report if failed_code else ""
-
-
-def auto_check(history, problem_id):
-    """After every complete reply: math is checked at once; code waits for the Check button (it runs programs)."""
-    pid = check.find_problem(history) if problem_id == check.AUTO else problem_id
-    if pid is None or check.last_reply(history) is None:
-        return "Math answers are checked as soon as the model finishes; press *Check* for code.", ""
-    if check.is_code(pid):
-        return f"This chat is about the code problem **{pid}**: press *Check the last reply* to run its tests.", ""
-    return check_last(history, pid)
+# ---- the command line ------------------------------------------------------------------------------------------
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,9 +1,9 @@
 """The chat: a Gradio conversation in, the Lab's reply out, streamed piece by piece.
 
-`respond` is the function the demo's `gr.ChatInterface` calls (and the `chat` API endpoint): it checks what a user
-or an API client sent, turns Gradio's messages into the chat the model sees, and yields the growing reply. Every
-refusal is a `gr.Error` whose message names the problem and says what to do instead, so a bad request costs one
-message, never the server.
+`respond` is the one function that answers: it checks what a user or an API client sent, turns Gradio's messages
+into the chat the model sees, and yields the growing reply. `reply` (the page's chat) and `api_turn` (the `chat` API
+endpoint) put that reply into the conversation they show or keep. Every refusal is a `gr.Error` whose message names
+the problem and says what to do instead, so a bad request costs one message, never the server.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: F401  (the demo's settings start from it)
 from qwen2_lab.inputs import normalize_messages
 
 MAX_MESSAGE_CHARS = 16_000  # one message; longer pastes are refused before any tokenizing
@@ -83,11 +82,8 @@ def _number(name: str, value, *, integer: bool = False, bounds: tuple | None = N
     return int(number) if integer else number
 
 
-def conversation(message, history, system_prompt: str | None) -> list[dict]:
-    """The chat the model sees: the system prompt, the earlier turns, and the new message, as plain dicts.
-
-    `history` is Gradio's list of {"role", "content"} messages (content may be a list of blocks).
-    """
+def message_text(message) -> str:
+    """The text of a user's message (a string, or Gradio's content blocks), refused when empty or too long."""
     text = normalize_messages([{"role": "user", "content": message}])[0]["content"]
     if not text.strip():
         raise gr.Error("The message is empty: type a question, or click one of the examples.")
@@ -96,6 +92,15 @@ def conversation(message, history, system_prompt: str | None) -> list[dict]:
             f"The message is {len(text):,} characters; this demo takes at most {MAX_MESSAGE_CHARS:,} per message."
             " Shorten it or send it in parts."
         )
+    return text
+
+
+def conversation(message, history, system_prompt: str | None) -> list[dict]:
+    """The chat the model sees: the system prompt, the earlier turns, and the new message, as plain dicts.
+
+    `history` is Gradio's list of {"role", "content"} messages (content may be a list of blocks).
+    """
+    text = message_text(message)
     try:
         earlier = [m for m in normalize_messages(history or []) if m["role"] in ("user", "assistant")]
     except ValueError as e:
@@ -120,7 +125,8 @@ def stream_text(lab, messages: list[dict], **generation_kwargs) -> Iterator[str]
     """Yield the reply so far, growing piece by piece as `lab.stream` delivers it.
 
     When the caller stops early (stop button, a client that left) closing this generator closes the Lab's stream,
-    which stops HF generate at the next token instead of letting it run on with nobody reading.
+    which stops HF generate at the next token instead of letting it run on with nobody reading. (`respond`, `reply`
+    and `api_turn` pass the close on the same way.)
     """
     text = ""
     with closing(lab.stream(messages, **generation_kwargs)) as pieces:
@@ -131,11 +137,61 @@ def stream_text(lab, messages: list[dict], **generation_kwargs) -> Iterator[str]
         yield ""  # the model ended at once (an end-of-turn token first): still one, empty, reply
 
 
-def respond(
+def request(
     lab, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty
-) -> Iterator[str]:
-    """The ChatInterface function: check the request, then stream the reply (each yield is the reply so far)."""
+) -> tuple[list[dict], dict]:
+    """The request checked: (the chat the model sees, keyword arguments for generate), or a gr.Error naming what is
+    wrong. Nothing runs the model."""
     kwargs = generation_kwargs(lab, temperature, top_p, top_k, max_new_tokens, repetition_penalty)
     messages = conversation(message, history, system_prompt)
     check_fits(lab, messages, kwargs["max_new_tokens"])
+    return messages, kwargs
+
+
+def respond(lab, message, history, *settings) -> Iterator[str]:
+    """Check the request, then stream the reply: each yield is the reply so far, one more piece each time.
+
+    settings: system_prompt, temperature, top_p, top_k, max_new_tokens, repetition_penalty.
+    """
+    messages, kwargs = request(lab, message, history, *settings)
     yield from stream_text(lab, messages, **kwargs)
+
+
+def user_turn(message, history) -> list[dict]:
+    """The chat with the user's message added at its end (checked first: an empty or too long one is refused)."""
+    return [*(history or []), {"role": "user", "content": message_text(message)}]
+
+
+def last_turn(history) -> tuple[list, dict]:
+    """(the earlier messages, the user's message at the end of the chat), or a gr.Error when there is none."""
+    history = list(history or [])
+    if not history or history[-1].get("role") != "user":
+        raise gr.Error("There is no message to answer: type one, or click one of the examples.")
+    return history[:-1], history[-1]
+
+
+def checked(lab, history, *settings) -> list[dict]:
+    """`history` (ending with the user's message) once the request it makes is checked, before the model runs."""
+    earlier, last = last_turn(history)
+    request(lab, last["content"], earlier, *settings)
+    return history
+
+
+def reply(lab, history, *settings) -> Iterator[list[dict]]:
+    """The page's chat: `history` ends with the user's message; yields it with the model's reply growing at its end.
+
+    settings: as `respond` takes them.
+    """
+    history = list(history or [])
+    earlier, last = last_turn(history)
+    with closing(respond(lab, last["content"], earlier, *settings)) as texts:  # closed at once when we are
+        for text in texts:
+            yield [*history, {"role": "assistant", "content": text}]
+
+
+def api_turn(lab, message, history, *settings) -> Iterator[tuple[str, list[dict]]]:
+    """The `chat` API: a client's message answered in its session's conversation. Yields (reply so far, the
+    conversation with it), so a client reads the growing reply and its next message continues the conversation."""
+    with closing(reply(lab, user_turn(message, history), *settings)) as chats:
+        for chat in chats:
+            yield chat[-1]["content"], chat

@@ -1,22 +1,26 @@
 """Checking the model's answers in the chat, with `qwen2_lab.checks` (the same checks notebook 07 uses).
 
-The demo finds which of the seed's problems a conversation is about (the user's message holds its prompt, in
-Chinese or English), checks the latest reply against it, and, when code fails its tests, writes the message that
-sends the failure back so the model can repair its own code, as Qwen2 did at its launch.
+The demo finds which of the Qwen2 launch's problems a conversation is about (the user's message holds its prompt,
+in Chinese or English), checks the latest reply against it, and, when code fails its tests, writes the message that
+sends the failure back so the model can repair its own code, as Qwen2 did at its launch. The Check panel's handlers
+(`check_last`, `auto_check`) and the `check_code` / `check_answer` API endpoints live here.
 """
 
 from __future__ import annotations
 
 import re
 
+import gradio as gr
+
 from qwen2_lab import checks
 from qwen2_lab.inputs import normalize_messages
 
 AUTO = "auto"  # the problem dropdown's "find it in the chat" choice
+WAITING = "Math answers are checked as soon as the model finishes; press *Check* for code."  # the panel at rest
 
 
 def problem_prompts() -> dict[str, dict[str, str]]:
-    """{problem_id: {"zh": prompt, "en": prompt}} for the seed's problems."""
+    """{problem_id: {"zh": prompt, "en": prompt}} for the Qwen2 launch's problems."""
     return {pid: {"zh": p.prompt_zh, "en": p.prompt_en} for pid, p in checks.PROBLEMS.items()}
 
 
@@ -65,3 +69,59 @@ def report_markdown(result, problem_id: str) -> str:
 
 
 failure_message = checks.failure_message  # one message for the demo and notebook 07
+
+
+# ---- the Check panel ---------------------------------------------------------------------------------------------
+
+
+def check_last(history, problem_id):
+    """The Check button: the last reply checked against the chosen (or detected) problem. Returns (report, failure):
+    the failure is the report of a failed code check, ready to send back (empty otherwise)."""
+    pid = find_problem(history) if problem_id == AUTO else problem_id
+    reply = last_reply(history)
+    if pid is None:
+        return "No known problem in this chat: click one of the launch's examples, or choose the problem above.", ""
+    if reply is None:
+        return f"The model has not answered {pid} yet.", ""
+    result = check(reply, pid)
+    failed_code = is_code(pid) and not result.passed
+    return report_markdown(result, pid), result.report if failed_code else ""
+
+
+def auto_check(history, problem_id):
+    """After every complete reply: math is checked at once; code waits for the Check button (it runs programs)."""
+    pid = find_problem(history) if problem_id == AUTO else problem_id
+    if pid is None or last_reply(history) is None:
+        return WAITING, ""
+    if is_code(pid):
+        return f"This chat is about the code problem **{pid}**: press *Check the last reply* to run its tests.", ""
+    return check_last(history, pid)
+
+
+# ---- the API endpoints -------------------------------------------------------------------------------------------
+
+
+def checked(text: str, problem_id: str, code: bool) -> dict:
+    """{"problem", "passed", "report"} for `text` against a problem of the expected kind, or a gr.Error naming the
+    problems of that kind."""
+    kind = [p for p in problem_prompts() if is_code(p) == code]
+    if problem_id not in kind:
+        raise gr.Error(f"{problem_id!r} is not a {'code' if code else 'math'} problem; the ones there are: {kind}")
+    result = check(text, problem_id)
+    return {"problem": problem_id, "passed": bool(result.passed), "report": result.report}
+
+
+def check_code_endpoint(text: str, problem_id: str = "leetcode-34") -> dict:
+    """Run the code in `text` (a whole reply, or bare Python) against a code problem's tests, in the sandbox.
+
+    Returns {"problem", "passed", "report"}.
+    """
+    return checked(text, problem_id, code=True)
+
+
+def check_answer_endpoint(text: str, problem_id: str = "gaokao-2024-set") -> dict:
+    """Extract the final answer from `text` and compare it with a math problem's known answer.
+
+    Returns {"problem", "passed", "report"}.
+    """
+    return checked(text, problem_id, code=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .forward import everything, is_moe, qwen2_forward
+from .forward import everything, is_moe, qwen2_forward, run
 from .trace import SiteFilter, split_site
 
 TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1.6e-2, 1e-2), torch.float16: (1e-3, 1e-3)}  # rtol, atol
@@ -46,9 +46,6 @@ class Comparison:
     @property
     def first_mismatch(self) -> Row | None:
         return next((r for r in self.rows if not r.ok), None)
-
-    def diff(self, site: str) -> float:
-        return next(r.max_abs_diff for r in self.rows if r.site == site)
 
     def __str__(self) -> str:
         head = f"{len(self.rows)} sites compared with transformers (rtol {self.rtol:g}, atol {self.atol:g}): "
@@ -99,15 +96,20 @@ def compare_with_hf(lab, inputs, *, layers=None, rtol: float | None = None, atol
         hf[f"layers.{i}.moe.router_logits"] = ("router_logits", r)
     hf["logits"] = ("logits", out.logits)
 
-    for site, ours in qwen2_forward(model, ids, everything):
+    def check(site, ours):
         if site in hf and keep.wants(site):
             source, theirs = hf.pop(site)
             result.rows.append(_row(site, source, ours[0], _per_sequence(theirs, ours[0]), result))
+        return ours
+
+    run(qwen2_forward(model, ids[None], everything), check)
     return result
 
 
 def _row(site, source, ours, theirs, result) -> Row:
     ours, theirs = ours.detach(), theirs.detach().to(ours.device)
+    if ours.shape != theirs.shape:  # a layout bug: reported as a mismatch, never reshaped to fit
+        return Row(site, f"{source} (shape {tuple(theirs.shape)}, ours {tuple(ours.shape)})", float("inf"), False)
     if source == "router.indices":  # which experts: an exact match or not
         wrong = float((ours != theirs).sum())
         return Row(site, source, wrong, wrong == 0)
@@ -117,10 +119,11 @@ def _row(site, source, ours, theirs, result) -> Row:
 
 
 def _per_sequence(theirs: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """HF's value for our one sequence, in our site's layout."""
+    """HF's value for our one sequence: its batch dimension dropped. Layouts are converted by each hook's `pick`,
+    so a shape that still differs is a mismatch, never silently reshaped."""
     if theirs.dim() == like.dim() + 1 and theirs.shape[0] == 1:
         theirs = theirs[0]
-    return theirs.reshape(like.shape) if theirs.numel() == like.numel() and theirs.shape != like.shape else theirs
+    return theirs
 
 
 def _heads(t: torch.Tensor, hd: int) -> torch.Tensor:
@@ -143,7 +146,12 @@ def _hook_hf(model, hf: dict, keep: SiteFilter) -> list:
 
     m = model.model
     on(m.embed_tokens, "embed", "embed_tokens")
-    handles.append(m.rotary_emb.register_forward_hook(lambda mod, args, out: rope.update(cos=out[0], sin=out[1])))
+
+    def rotary(mod, args, out):
+        rope.update(cos=out[0], sin=out[1])
+        hf["rope.cos"], hf["rope.sin"] = ("rotary_emb", out[0]), ("rotary_emb", out[1])
+
+    handles.append(m.rotary_emb.register_forward_hook(rotary))
     for i, layer in enumerate(m.layers):
         p, attn, hd = f"layers.{i}.", layer.self_attn, layer.self_attn.head_dim
         on(layer.input_layernorm, p + "attn_norm", "input_layernorm")
@@ -167,7 +175,12 @@ def _hook_hf(model, hf: dict, keep: SiteFilter) -> list:
             on(mlp.gate, p + "moe.topk_experts", "router.indices", lambda a, o: o[2])
             on(mlp.experts, p + "moe.routed_out", "experts")
             on(mlp.shared_expert, p + "moe.shared_out", "shared_expert")
-            on(mlp.shared_expert_gate, p + "moe.shared_gate", "sigmoid(shared_expert_gate)", lambda a, o: o.sigmoid())
+            on(
+                mlp.shared_expert_gate,
+                p + "moe.shared_gate",
+                "sigmoid(shared_expert_gate)",
+                lambda a, o: o.sigmoid()[:, 0],
+            )
             on(mlp, p + "moe.out", "mlp (sparse MoE block)")
         else:
             on(mlp.gate_proj, p + "mlp.gate", "gate_proj")

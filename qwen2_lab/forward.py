@@ -1,97 +1,114 @@
 """Qwen2's forward pass, step by step, as a learner would write it.
 
-This is the whole model in about 150 lines: embeddings, then for each decoder layer RMSNorm -> attention (q/k/v with
-Qwen2's bias, RoPE, grouped-query attention) -> residual -> RMSNorm -> SwiGLU MLP (or the MoE block with its shared
-expert) -> residual, then the final norm and lm_head. It computes exactly what `transformers`' Qwen2ForCausalLM and
-Qwen2MoeForCausalLM compute (tests/test_equivalence.py checks every site at 1e-5 in float32), but every stage is a
-few visible lines instead of a fused kernel.
+The whole model: embeddings, then for each decoder layer RMSNorm -> attention (q/k/v with Qwen2's bias, RoPE,
+grouped-query attention) -> residual -> RMSNorm -> SwiGLU MLP (or the MoE block with its shared expert) -> residual,
+then the final norm and lm_head. It computes exactly what `transformers`' Qwen2ForCausalLM and Qwen2MoeForCausalLM
+compute (tests/test_equivalence.py checks every site at 1e-5 in float32), but every stage is a few visible lines
+instead of a fused kernel.
 
 It holds no weights of its own: it is handed the HF model and calls its submodules (`self_attn.q_proj`,
 `mlp.gate_proj`, ...) and reads their weights in place. So it runs at any size, on any device, and on models that
 accelerate has spread over several GPUs or offloaded to disk (see `hooked` at the end).
 
-`qwen2_forward` is a generator: it yields `(site, tensor)` at every stage (site names: qwen2_lab/trace.py), so the
-same code serves `lab.trace` (keep some), `lab.step` (walk all, one by one) and the tests. Shapes in the comments:
-B batch (always 1 here), S tokens, H hidden, nH query heads, nKV KV heads, hd head_dim, I intermediate, E experts.
+`qwen2_forward` is a generator that reports every stage with `x = yield site, x` (site names: qwen2_lab/trace.py).
+Whoever runs it sees each tensor and sends back the one the forward goes on with: the same tensor, or a changed one.
+That line is the one place where edits enter (qwen2_lab/edits.py); `run` drives a forward with a function that does
+the looking and the changing. The same code serves `lab.trace` (keep some sites), `lab.step` (walk them one by one),
+generation and the tests.
+
+The other thing that enters in one place is the KV cache (`cache`, an HF `DynamicCache`): when generating, each new
+token's keys and values are appended to it in `self_attention`, and the new queries attend over every cached key.
+
+Shapes in the comments: B batch, S new tokens, T = cached + new tokens, H hidden, nH query heads, nKV KV heads,
+hd head_dim, I intermediate, E experts, k experts per token, V vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-Stages = Iterator[tuple[str, torch.Tensor]]
+Stages = Generator[tuple[str, torch.Tensor], torch.Tensor, torch.Tensor]  # yields (site, x), is sent x back
 
 
 def everything(site: str) -> bool:
     return True
 
 
-def qwen2_forward(model, input_ids: torch.Tensor, wants: Callable[[str], bool] = everything) -> Stages:
-    """Yield (site, tensor) for every stage of the forward pass of one sequence `input_ids` [S]; the last is logits.
+def qwen2_forward(
+    model, input_ids: torch.Tensor, wants: Callable[[str], bool] = everything, *, cache=None, all_logits: bool = True
+) -> Stages:
+    """Report every stage of the forward pass of `input_ids` (B, S); the last is the logits, also returned.
 
-    `wants(site)` lets the forward skip work nobody asked for: attention is computed by hand (keeping the [S, S]
+    `wants(site)` lets the forward skip work nobody asked for: attention is computed by hand (keeping the [S, T]
     pattern) only where a scores or pattern site is wanted, and with the fused kernel elsewhere.
+    `cache`: an HF `DynamicCache` to generate with; positions continue from its length, and it grows by S tokens.
+    `all_logits=False` computes the logits of the last position only (all that generation needs), as HF does.
     """
     m = model.model
-    ids = input_ids[None]  # (B=1, S)
-    h = m.embed_tokens(ids)  # (B, S, H): one row per token, no scaling in Qwen2
-    yield "embed", h
-    positions = torch.arange(ids.shape[1], device=h.device)[None]  # (B, S)
-    cos, sin = m.rotary_emb(h, positions)  # (B, S, hd) each; YaRN's attention factor is already in them
+    h = m.embed_tokens(input_ids)  # (B, S, H): one row per token, no scaling in Qwen2
+    h = yield "embed", h
+    start = 0 if cache is None else cache.get_seq_length()  # tokens already in the cache
+    positions = torch.arange(start, start + input_ids.shape[1], device=h.device)[None]  # (1, S)
+    cos, sin = m.rotary_emb(h, positions)  # (1, S, hd) each; YaRN's attention factor is already in them
+    cos = yield "rope.cos", cos
+    sin = yield "rope.sin", sin
     for i, layer in enumerate(m.layers):
-        h = yield from decoder_layer(layer, f"layers.{i}.", h, cos, sin, wants)  # (B, S, H)
+        h = yield from decoder_layer(layer, f"layers.{i}.", h, cos, sin, wants, cache)  # (B, S, H)
     h = rms_norm(h, m.norm)  # (B, S, H)
-    yield "final_norm", h
-    logits = model.lm_head(h)  # (B, S, V); tied to embed_tokens in 0.5B and 1.5B
-    yield "logits", logits
+    h = yield "final_norm", h
+    logits = model.lm_head(h if all_logits else h[:, -1:])  # (B, S or 1, V); tied to embed_tokens in 0.5B and 1.5B
+    logits = yield "logits", logits
+    return logits
 
 
-def decoder_layer(layer, p: str, h, cos, sin, wants) -> Stages:
+def decoder_layer(layer, p: str, h, cos, sin, wants, cache=None) -> Stages:
     """One pre-norm decoder layer: h + attn(norm(h)), then h + mlp(norm(h)). h: (B, S, H)."""
     with hooked(layer, h, cos, sin) as (h, cos, sin):
-        yield p + "resid_pre", h
+        h = yield p + "resid_pre", h
         x = rms_norm(h, layer.input_layernorm)  # (B, S, H)
-        yield p + "attn_norm", x
-        h = h + (yield from self_attention(layer.self_attn, p + "attn.", x, cos, sin, wants))  # (B, S, H)
-        yield p + "resid_mid", h
+        x = yield p + "attn_norm", x
+        h = h + (yield from self_attention(layer.self_attn, p + "attn.", x, cos, sin, wants, cache))  # (B, S, H)
+        h = yield p + "resid_mid", h
         x = rms_norm(h, layer.post_attention_layernorm)  # (B, S, H)
-        yield p + "mlp_norm", x
+        x = yield p + "mlp_norm", x
         block = moe_block if is_moe(layer.mlp) else swiglu_mlp
         h = h + (yield from block(layer.mlp, p, x))  # (B, S, H)
-        yield p + "resid_post", h
+        h = yield p + "resid_post", h
     return h
 
 
-def self_attention(attn, p: str, x, cos, sin, wants) -> Stages:
+def self_attention(attn, p: str, x, cos, sin, wants, cache=None) -> Stages:
     """Grouped-query attention with RoPE. x: (B, S, H) -> (B, S, H)."""
     B, S, _ = x.shape
     hd = attn.head_dim
     q = attn.q_proj(x).view(B, S, -1, hd).transpose(1, 2)  # (B, nH, S, hd); q_proj has a bias in Qwen2
     k = attn.k_proj(x).view(B, S, -1, hd).transpose(1, 2)  # (B, nKV, S, hd); so do k_proj and v_proj
     v = attn.v_proj(x).view(B, S, -1, hd).transpose(1, 2)  # (B, nKV, S, hd)
-    yield p + "q", q
-    yield p + "k", k
-    yield p + "v", v
+    q = yield p + "q", q
+    k = yield p + "k", k
+    v = yield p + "v", v
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # same shapes, each pair of dims rotated by position
-    yield p + "q_rot", q
-    yield p + "k_rot", k
-    k = repeat_kv(k, attn.num_key_value_groups)  # (B, nH, S, hd): each KV head serves a group of query heads
-    v = repeat_kv(v, attn.num_key_value_groups)  # (B, nH, S, hd)
+    q = yield p + "q_rot", q
+    k = yield p + "k_rot", k
+    if cache is not None:  # generating: this step's keys and values join the cache, and the queries read them all
+        k, v = cache.update(k, v, attn.layer_idx)  # (B, nKV, T, hd), T = cached + S
+    k = repeat_kv(k, attn.num_key_value_groups)  # (B, nH, T, hd): each KV head serves a group of query heads
+    v = repeat_kv(v, attn.num_key_value_groups)  # (B, nH, T, hd)
     if wants(p + "scores") or wants(p + "pattern"):
-        scores = causal_scores(q, k, attn.scaling)  # (B, nH, S, S)
-        yield p + "scores", scores
-        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, nH, S, S); rows sum to 1
-        yield p + "pattern", pattern
+        scores = causal_scores(q, k, attn.scaling)  # (B, nH, S, T)
+        scores = yield p + "scores", scores
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, nH, S, T); rows sum to 1
+        pattern = yield p + "pattern", pattern
         z = pattern @ v  # (B, nH, S, hd)
-    else:  # the same maths in one fused kernel, as HF's default sdpa does: no [S, S] matrix is materialised
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling)  # (B, nH, S, hd)
-    yield p + "z", z
+    else:  # the same maths in one fused kernel, as HF's default sdpa does: no [S, T] matrix is materialised
+        z = fused_attention(q, k, v, attn.scaling)  # (B, nH, S, hd)
+    z = yield p + "z", z
     out = attn.o_proj(z.transpose(1, 2).reshape(B, S, -1))  # (B, S, H); o_proj has no bias
-    yield p + "out", out
+    out = yield p + "out", out
     return out
 
 
@@ -99,38 +116,50 @@ def swiglu_mlp(mlp, p: str, x) -> Stages:
     """SwiGLU: down_proj(silu(gate_proj(x)) * up_proj(x)), no biases. x: (B, S, H) -> (B, S, H)."""
     gate = mlp.gate_proj(x)  # (B, S, I)
     up = mlp.up_proj(x)  # (B, S, I)
-    yield p + "mlp.gate", gate
-    yield p + "mlp.up", up
+    gate = yield p + "mlp.gate", gate
+    up = yield p + "mlp.up", up
     act = mlp.act_fn(gate) * up  # (B, S, I): SiLU opens or closes each channel of up
-    yield p + "mlp.act", act
+    act = yield p + "mlp.act", act
     out = mlp.down_proj(act)  # (B, S, H)
-    yield p + "mlp.out", out
+    out = yield p + "mlp.out", out
     return out
 
 
 def moe_block(moe, p: str, x) -> Stages:
     """Qwen2-MoE: a router sends each token to top-k of E experts; a shared expert, gated, sees every token."""
-    B, S, H = x.shape
-    x = x.reshape(B * S, H)  # (T, H): the block works on T = B*S tokens; sites are reported per sequence
-
-    def seq(t):  # (T, ...) -> (B, S, ...)
-        return t.view(B, S, *t.shape[1:])
-
-    logits = router_logits(x, moe.gate)  # (T, E)
-    probs, weights, experts = route(logits, moe.gate.top_k, moe.gate.norm_topk_prob)  # (T, E), (T, k), (T, k)
-    yield p + "moe.router_logits", seq(logits)
-    yield p + "moe.router_probs", seq(probs)
-    yield p + "moe.topk_experts", seq(experts)
-    yield p + "moe.topk_weights", seq(weights)
-    routed = run_experts(moe.experts, x, experts, weights)  # (T, H)
-    yield p + "moe.routed_out", seq(routed)
-    shared = swiglu(moe.shared_expert, x)  # (T, H): an ordinary SwiGLU MLP, as wide as 8 experts in 57B-A14B
-    yield p + "moe.shared_out", seq(shared)
-    gate = torch.sigmoid(moe.shared_expert_gate(x))  # (T, 1): one number in (0, 1) per token
-    yield p + "moe.shared_gate", seq(gate[:, 0])
-    out = seq(routed + gate * shared)  # (B, S, H)
-    yield p + "moe.out", out
+    logits = router_logits(x, moe.gate)  # (B, S, E)
+    logits = yield p + "moe.router_logits", logits
+    probs = F.softmax(logits, dim=-1, dtype=torch.float32)  # (B, S, E): over ALL experts first, in float32
+    probs = yield p + "moe.router_probs", probs
+    experts = top_experts(probs, moe.gate.top_k)  # (B, S, k): then the k most probable, best first
+    experts = yield p + "moe.topk_experts", experts
+    weights = expert_weights(probs, experts, moe.gate.norm_topk_prob).to(logits.dtype)  # (B, S, k)
+    weights = yield p + "moe.topk_weights", weights
+    routed = run_experts(moe.experts, x, experts, weights)  # (B, S, H)
+    routed = yield p + "moe.routed_out", routed
+    shared = swiglu(moe.shared_expert, x)  # (B, S, H): an ordinary SwiGLU MLP, as wide as 8 experts in 57B-A14B
+    shared = yield p + "moe.shared_out", shared
+    gate = torch.sigmoid(moe.shared_expert_gate(x))[..., 0]  # (B, S): one number in (0, 1) per token
+    gate = yield p + "moe.shared_gate", gate
+    out = routed + gate[..., None] * shared  # (B, S, H)
+    out = yield p + "moe.out", out
     return out
+
+
+def run(stages: Stages, visit: Callable[[str, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Drive a forward to its end: `visit(site, x)` sees every stage and returns the tensor to go on with (x itself,
+    or an edited one). Returns the logits."""
+    site, x = next(stages)
+    while True:
+        try:
+            site, x = stages.send(visit(site, x))
+        except StopIteration as end:
+            return end.value
+
+
+def unchanged(site: str, x: torch.Tensor) -> torch.Tensor:
+    """The `visit` of a plain forward: look at nothing, change nothing."""
+    return x
 
 
 # ---- the ideas, as small pure functions -------------------------------------------------------------------------
@@ -159,17 +188,31 @@ def apply_rope(x, cos, sin):
 
 
 def repeat_kv(x, n_rep: int):
-    """(B, nKV, S, hd) -> (B, nKV * n_rep, S, hd): KV head j serves query heads j*n_rep ... j*n_rep + n_rep - 1."""
-    B, n_kv, S, hd = x.shape
-    return x[:, :, None].expand(B, n_kv, n_rep, S, hd).reshape(B, n_kv * n_rep, S, hd)
+    """(B, nKV, T, hd) -> (B, nKV * n_rep, T, hd): KV head j serves query heads j*n_rep ... j*n_rep + n_rep - 1."""
+    B, n_kv, T, hd = x.shape
+    return x[:, :, None].expand(B, n_kv, n_rep, T, hd).reshape(B, n_kv * n_rep, T, hd)
+
+
+def future_mask(S: int, T: int, device=None):
+    """(S, T) True where key j lies in query i's future. The S queries are the last S of the T positions."""
+    return torch.ones(S, T, dtype=torch.bool, device=device).triu(T - S + 1)
 
 
 def causal_scores(q, k, scale: float):
-    """q.k * scale, with every key in the query's future set to -inf. q, k: (B, nH, S, hd) -> (B, nH, S, S)."""
-    scores = (q @ k.transpose(-1, -2)) * scale  # (B, nH, S, S)
-    S = q.shape[-2]
-    future = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)  # (S, S): True above the diagonal
-    return scores.masked_fill(future, float("-inf"))
+    """q.k * scale, with every key in the query's future set to -inf. q: (B, nH, S, hd), k: (B, nH, T, hd) ->
+    (B, nH, S, T)."""
+    scores = (q @ k.transpose(-1, -2)) * scale  # (B, nH, S, T)
+    return scores.masked_fill(future_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+
+
+def fused_attention(q, k, v, scale: float):
+    """softmax(causal_scores(q, k)) @ v in one kernel (torch's scaled_dot_product_attention), as HF's sdpa runs it.
+    q: (B, nH, S, hd), k, v: (B, nH, T, hd) -> (B, nH, S, hd)."""
+    S, T = q.shape[-2], k.shape[-2]
+    if S == T:  # no cache: the usual causal triangle
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    mask = None if S == 1 else ~future_mask(S, T, q.device)  # one new token may read every cached key
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 def swiglu(mlp, x):
@@ -178,38 +221,58 @@ def swiglu(mlp, x):
 
 
 def router_logits(x, gate):
-    """The router is one matrix, no bias: a score per expert. x: (T, H), gate.weight: (E, H) -> (T, E)."""
+    """The router is one matrix, no bias: a score per expert. x: (..., H), gate.weight: (E, H) -> (..., E)."""
     with hooked(gate, x) as (x,):
         return F.linear(x, gate.weight)
 
 
-def route(logits, k: int, norm_topk_prob: bool):
-    """Qwen2-MoE routing: softmax over ALL experts (float32) first, then keep the top k.
+def top_experts(probs, k: int):
+    """The k most probable experts of each token, best first. probs: (..., E) -> (..., k)."""
+    return torch.topk(probs, k, dim=-1).indices
 
-    Returns probs (T, E) float32, weights (T, k) in the logits' dtype, experts (T, k). With norm_topk_prob false
-    (Qwen2-57B-A14B) the weights are the raw probabilities and sum to less than 1. Qwen3-MoE differs.
+
+def expert_weights(probs, experts, norm_topk_prob: bool):
+    """The chosen experts' weights: their router probabilities, renormalised to sum to 1 only if norm_topk_prob.
+
+    probs: (..., E), experts: (..., k) -> (..., k). With norm_topk_prob false (Qwen2-57B-A14B) the weights are the
+    raw probabilities and sum to less than 1.
+    """
+    weights = probs.gather(-1, experts)
+    return weights / weights.sum(dim=-1, keepdim=True) if norm_topk_prob else weights
+
+
+def route(logits, k: int, norm_topk_prob: bool):
+    """Qwen2-MoE routing: softmax over ALL experts (float32) first, then keep the top k. Qwen3-MoE differs.
+
+    Returns probs (T, E) float32, weights (T, k) in the logits' dtype, experts (T, k).
     """
     probs = F.softmax(logits, dim=-1, dtype=torch.float32)  # (T, E)
-    weights, experts = torch.topk(probs, k, dim=-1)  # (T, k) each, best first
-    if norm_topk_prob:
-        weights = weights / weights.sum(dim=-1, keepdim=True)
-    return probs, weights.to(logits.dtype), experts
+    experts = top_experts(probs, k)  # (T, k)
+    return probs, expert_weights(probs, experts, norm_topk_prob).to(logits.dtype), experts
+
+
+def expert(experts, e: int, x):
+    """Expert e of HF's fused module, a SwiGLU of width moe_intermediate_size, on tokens x: (n, H) -> (n, H).
+
+    experts.gate_up_proj: (E, 2I, H) with the gate rows first; experts.down_proj: (E, H, I).
+    """
+    gate, up = F.linear(x, experts.gate_up_proj[e]).chunk(2, dim=-1)  # (n, I) each
+    return F.linear(experts.act_fn(gate) * up, experts.down_proj[e])  # (n, H)
 
 
 def run_experts(experts, x, idx, weights):
-    """Each token through its k experts (each a SwiGLU of width moe_intermediate_size), weighted and summed.
+    """Each token through its k experts, weighted and summed. x: (..., H); idx, weights: (..., k) -> (..., H).
 
-    experts: HF's fused module, gate_up_proj (E, 2I, H) with the gate rows first, down_proj (E, H, I).
-    x: (T, H); idx, weights: (T, k) -> (T, H). Experts no token chose do no work.
+    Experts no token chose do no work.
     """
-    out = torch.zeros_like(x)  # (T, H)
+    shape, k = x.shape, idx.shape[-1]
+    x, idx, weights = x.reshape(-1, shape[-1]), idx.reshape(-1, k), weights.reshape(-1, k)  # (T, H), (T, k), (T, k)
+    out = torch.zeros_like(x)  # (T, H) for the T tokens of the batch
     with hooked(experts, x) as (x,):
         for e in idx.unique().tolist():
             token, slot = torch.where(idx == e)  # the n tokens routed to e, and in which of their k slots
-            gate, up = F.linear(x[token], experts.gate_up_proj[e]).chunk(2, dim=-1)  # (n, I) each
-            y = F.linear(experts.act_fn(gate) * up, experts.down_proj[e])  # (n, H)
-            out.index_add_(0, token, y * weights[token, slot, None])
-    return out
+            out.index_add_(0, token, expert(experts, e, x[token]) * weights[token, slot, None])
+    return out.view(shape)
 
 
 def is_moe(mlp) -> bool:

@@ -59,3 +59,17 @@ def encode(tokenizer, inputs, vocab: int) -> torch.Tensor:
 def chat_text(tokenizer, messages) -> str:
     """The chat as the model reads it: the tokenizer's chat template with the assistant prompt added."""
     return tokenizer.apply_chat_template(normalize_messages(messages), add_generation_prompt=True, tokenize=False)
+
+
+def token_id(tokenizer, token, vocab: int) -> int:
+    """A token id from an id, or from a text the tokenizer encodes as exactly one token; checked against the vocab."""
+    if isinstance(token, str):
+        if tokenizer is None:
+            raise ValueError("a token given as text needs a tokenizer: pass its id")
+        ids = tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"{token!r} is {len(ids)} tokens ({ids}); give a text that is exactly one token, or an id")
+        token = ids[0]
+    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
+        raise ValueError(f"a token id must be an int in 0..{vocab - 1}, got {token!r}")
+    return token

@@ -12,16 +12,18 @@ the chat template and the assistant prompt), or token ids (a list or a 1-D tenso
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 
+from .allocator import keep_freed_memory
 from .arch import arch_of
+from .edits import resolve
 from .facts import MODEL_TYPES
-from .forward import everything, qwen2_forward, rms_norm
+from .forward import everything, qwen2_forward, rms_norm, run
 from .inputs import encode
+from .recorder import Recorder
 from .trace import EXPLAIN, SiteFilter, Trace, estimate_bytes, split_site
 
 DEFAULT_TRACE_LIMIT = 4 * 2**30  # bytes a trace may keep before lab.trace asks for sites= or layers=
@@ -50,6 +52,8 @@ class Lab:
                 f" (model_type {model_type!r}); load one with qwen2_lab.load(...) or transformers' from_pretrained"
             )
         self.model = model.eval()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # repeated traces reuse their memory instead of faulting in fresh pages
         self.tokenizer = tokenizer
         self.name = name or model.config._name_or_path or model_type
         self.arch = arch_of(model.config, self.name)
@@ -82,12 +86,22 @@ class Lab:
 
     @torch.no_grad()  # not inference_mode: kept tensors stay ordinary tensors, usable with the weights afterwards
     def trace(
-        self, inputs, sites=None, layers=None, *, lens: int = 0, to_cpu: bool = False, max_bytes: float | None = None
+        self,
+        inputs,
+        sites=None,
+        layers=None,
+        *,
+        edits=None,
+        lens: int = 0,
+        to_cpu: bool = False,
+        max_bytes: float | None = None,
     ) -> Trace:
         """Run the step-by-step forward, keeping only the sites asked for.
 
         sites: glob patterns over site names ("layers.*.attn.pattern", "*.moe.*"); None keeps every site.
         layers: the layers to keep sites of; None keeps all. to_cpu: move kept tensors to the CPU as they come.
+        edits: changes to make on the way (qwen2_lab/edits.py): an Edit, a list of them, or {site: function};
+          the trace then holds the edited run, and trace.edits says what was changed where.
         lens: also read the top `lens` tokens out of every layer's residual (the logit lens): trace.lens_ids and
           trace.lens_probs, [layers, S, lens].
         max_bytes: refuse (before running) a trace that would keep more than this; default 4 GiB.
@@ -95,6 +109,7 @@ class Lab:
         ids = self.encode(inputs)
         keep = SiteFilter(sites, layers)
         keep.check(self.arch)
+        resolved = resolve(edits, self.arch)
         limit = DEFAULT_TRACE_LIMIT if max_bytes is None else max_bytes
         need = estimate_bytes(self.arch, len(ids), keep.wants, self.model.dtype.itemsize)
         if need > limit:
@@ -102,18 +117,16 @@ class Lab:
                 f"this trace would keep {need / 2**30:.1f} GiB ({len(ids)} tokens, {self.arch.n_layers} layers):"
                 f" ask for less with sites=[...] and layers=[...], or raise max_bytes (now {limit / 2**30:.1f} GiB)"
             )
-        store, logits, lens_top = {}, None, []
-        for site, t in qwen2_forward(self.model, ids, keep.wants):
-            if site == "logits":
-                logits = _keep(t, to_cpu)
-            if keep.wants(site):
-                store[site] = logits if site == "logits" else _keep(t, to_cpu)
-            if lens and site.endswith(".resid_post"):
-                lens_top.append(self.read_out(t[0], lens))
-        trace = Trace(token_ids=ids.cpu(), tokens=self.tokens(ids), arch=self.arch, logits=logits, store=store)
+        positions = torch.arange(len(ids), device=ids.device)
+        lens_fn = (lambda resid: self.read_out(resid, lens)) if lens else None
+        rec = Recorder(self.arch, keep, resolved, positions, lens=lens_fn, to_cpu=to_cpu)
+        logits = run(qwen2_forward(self.model, ids[None], rec.wants), rec)[0].detach()  # (S, V)
+        logits = logits.to("cpu") if to_cpu else logits
+        store = {site: (logits if site == "logits" else t) for site, t in rec.store.items()}
+        trace = Trace(ids.cpu(), self.tokens(ids), self.arch, logits, store, edits=rec.applied)
         if lens:
-            trace.lens_probs = torch.stack([p for p, _ in lens_top]).to(logits.device)  # (L, S, lens)
-            trace.lens_ids = torch.stack([i for _, i in lens_top]).to(logits.device)  # (L, S, lens)
+            trace.lens_probs = torch.stack([p for p, _ in rec.lens_out]).to(logits.device)  # (L, S, lens)
+            trace.lens_ids = torch.stack([i for _, i in rec.lens_out]).to(logits.device)  # (L, S, lens)
             if self.tokenizer is not None:
                 unique = trace.lens_ids.unique().tolist()
                 trace.lens_text = dict(zip(unique, self.tokens(unique)))
@@ -127,111 +140,41 @@ class Lab:
         logits = self.model.lm_head(rms_norm(resid, self.model.model.norm))  # (S, V)
         return torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
 
-    def step(self, inputs) -> Iterator[Stage]:
-        """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning."""
+    def step(self, inputs, *, edits=None) -> Iterator[Stage]:
+        """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning.
+
+        With `edits`, each stage shows the tensor the forward goes on with (after the edit at that site)."""
         ids = self.encode(inputs)
+        rec = Recorder(self.arch, SiteFilter([]), resolve(edits, self.arch), torch.arange(len(ids), device=ids.device))
         with torch.no_grad():
-            for site, t in qwen2_forward(self.model, ids, everything):
+            stages = qwen2_forward(self.model, ids[None], everything)
+            site, t = next(stages)
+            while True:
+                t = rec(site, t)
                 layer, name = split_site(site)
                 yield Stage(site, layer, t[0], EXPLAIN[name])
+                try:
+                    site, t = stages.send(t)
+                except StopIteration:
+                    return
 
-    # ---- generating --------------------------------------------------------------------------------------------
+    # ---- generating: qwen2_lab/generate.py ---------------------------------------------------------------------
 
-    def generate(self, inputs, **generation_kwargs) -> str:
-        """The model's continuation as text (HF `generate`; its kwargs pass through)."""
-        return "".join(self.stream(inputs, _streaming=False, **generation_kwargs))
+    def generate_steps(self, inputs, **kwargs):
+        """Generate on the lab's own forward with a KV cache, recording every new token's choice: a `Generation`.
+        See `qwen2_lab.generate.generate_steps` for the arguments."""
+        from .generate import generate_steps
 
-    def stream(self, inputs, _streaming: bool = True, **generation_kwargs) -> Iterator[str]:
-        """Yield the continuation in text pieces as HF `generate` produces them.
+        return generate_steps(self, inputs, **kwargs)
 
-        Closing the iterator early (a client that leaves) stops generation at the next token.
-        """
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    def generate(self, inputs, **kwargs) -> str:
+        """The model's continuation as text (greedy or sampled as the model's generation config says; the same
+        keyword arguments as `generate_steps`)."""
+        return self.generate_steps(inputs, top=0, **kwargs).text
 
-        if self.tokenizer is None:
-            raise ValueError("generating text needs a tokenizer: Lab(model, tokenizer)")
-        ids = self.encode(inputs)[None]  # (1, S)
-        kwargs = dict(max_new_tokens=256) if self.model.generation_config.max_new_tokens is None else {}
-        kwargs.update(generation_kwargs)
-        if not _streaming:
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-            yield self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-            return
+    def stream(self, inputs, **kwargs) -> Iterator[str]:
+        """Yield the continuation in text pieces, one per token as it is chosen (half a UTF-8 character is held
+        back until its other bytes come). Closing the iterator early stops generation at the next token."""
+        from .generate import stream
 
-        stop = threading.Event()
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kw):
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        streamer = TokenStreamer(self.tokenizer, timeout=600)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_Stop(), *kwargs.get("stopping_criteria", [])])
-        failure = []
-
-        def run():
-            try:
-                with torch.inference_mode():
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kwargs)
-            except Exception as e:  # surfaced in the caller's thread below
-                failure.append(e)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            stop.set()
-            thread.join()
-        if failure:
-            raise failure[0]
-
-
-class TokenStreamer:
-    """Text pieces as `generate` produces tokens, one per token (HF's TextIteratorStreamer waits for a space).
-
-    Only an incomplete UTF-8 character (decoded as '\ufffd') is held back until its next byte arrives. The prompt,
-    passed first by `generate`, is skipped; special tokens are left out. Iterate from another thread.
-    """
-
-    def __init__(self, tokenizer, timeout: float | None = None):
-        import queue
-
-        self.tokenizer, self.timeout = tokenizer, timeout
-        self.pieces: queue.Queue = queue.Queue()
-        self.line: list[int] = []  # the tokens of the current line, decoded together so merges across tokens hold
-        self.sent = 0  # characters of the current line already sent
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate passes the prompt first
-            self.prompt_seen = True
-            return
-        self.line += value.flatten().tolist()
-        text = self.tokenizer.decode(self.line, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half a character: wait for the rest of its bytes
-            return
-        if text[self.sent :]:
-            self.pieces.put(text[self.sent :])
-        self.sent = len(text)
-        if text.endswith("\n"):  # start a new line: decoding stays cheap however long the answer
-            self.line, self.sent = [], 0
-
-    def end(self) -> None:
-        text = self.tokenizer.decode(self.line, skip_special_tokens=True) if self.line else ""
-        if text[self.sent :]:
-            self.pieces.put(text[self.sent :])
-        self.line, self.sent = [], 0
-        self.pieces.put(None)
-
-    def __iter__(self):
-        while (piece := self.pieces.get(timeout=self.timeout)) is not None:
-            yield piece
-
-
-def _keep(t: torch.Tensor, to_cpu: bool) -> torch.Tensor:
-    t = t[0].detach()  # drop the batch dimension
-    return t.to("cpu") if to_cpu else t
+        return stream(self, inputs, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -58,12 +59,32 @@ def load(name: str | None = None, *, device: str = "auto", dtype="auto", **hf_kw
 
     print(f"qwen2_lab: loading {name} in {torch_dtype} on {hf_kwargs['device_map']}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, local_files_only=local_only, **hf_kwargs
-        )
+        with without_progress_bars(name in BUNDLED):  # a bundled model loads in a blink: no bar for it
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch_dtype, local_files_only=local_only, **hf_kwargs
+            )
     except OSError as e:
         raise LoadError(f"could not load {name!r}: {e}") from e
     return Lab(model, load_tokenizer(source, local_only, name), name=name)
+
+
+@contextmanager
+def without_progress_bars(hide: bool = True):
+    """transformers' progress bars ("Loading weights") hidden for the duration when `hide`, then as they were.
+
+    A real checkpoint takes seconds to minutes to load and its bars say how far it got, so they stay (unless the
+    user turned them off); a bundled one is a few MB and its bar would only be noise (in a notebook, a widget).
+    """
+    from transformers.utils import logging as hf_logging
+
+    if not (hide and hf_logging.is_progress_bar_enabled()):
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def default_model() -> tuple[str, str]:

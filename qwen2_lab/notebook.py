@@ -3,8 +3,12 @@
     from qwen2_lab.notebook import setup
     lab = setup()                      # $QWEN2_LAB_MODEL, else the bundled "tiny"
     lab = setup(moe=True)              # a Qwen2-MoE model: $QWEN2_LAB_MODEL if it is one, else "tiny-moe"
+    check_exercise(answer, test)       # an exercise's check: "Not answered yet", a WrongAnswer hint, or "Correct."
 
-On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct jupyter lab` runs every notebook unchanged on the real
+`python -m qwen2_lab.notebook` prints one line on what runs where (python, torch and its threads, CI,
+HF_HUB_OFFLINE): `.ci/run` starts with it.
+
+On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct make lab` runs every notebook unchanged on the real
 model. `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
 """
 
@@ -30,7 +34,7 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
     import torch
     import transformers
 
-    from .loading import load
+    from .loading import BUNDLED, load
 
     default = default or ("tiny-moe" if moe else "tiny")
     name = os.environ.get("QWEN2_LAB_MODEL") or default
@@ -41,10 +45,16 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
         pio.renderers.default = os.environ["QWEN2_LAB_PLOTLY_RENDERER"]
     torch.set_grad_enabled(False)  # the notebooks look, they do not train: no autograd graph behind any tensor
     lab = load(name, **load_kwargs)
+    if name in BUNDLED and lab.device.type == "cpu":
+        # A toy model's matrices are too small to split between threads, and when other work shares the cores the
+        # threads wait on each other: one thread generates many times faster on a loaded machine.
+        torch.set_num_threads(1)
     if not quiet:
+        threads = torch.get_num_threads()
         print(
-            f"model {lab.name} on {lab.device} in {lab.dtype}; python {platform.python_version()}, torch"
-            f" {torch.__version__}, transformers {transformers.__version__}; plotly renderer {pio.renderers.default}"
+            f"model {lab.name} on {lab.device} in {lab.dtype}, {threads} torch thread{'s' * (threads != 1)}; python"
+            f" {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__};"
+            f" plotly renderer {pio.renderers.default}"
         )
     return lab
 
@@ -58,18 +68,45 @@ def _is_moe(name: str) -> bool:
     return AutoConfig.from_pretrained(source, local_files_only=local_only).model_type == "qwen2_moe"
 
 
+class WrongAnswer(AssertionError):
+    """An exercise's answer is not right yet; the message is the hint."""
+
+
 def check_exercise(answer, test) -> bool:
     """An exercise's check. `answer` None (or ...) means not answered yet: say so and return False. Otherwise run
-    `test(answer)`, which raises AssertionError with a hint when the answer is wrong, and say it is right.
+    `test(answer)`, which asserts what a right answer satisfies, with a hint as each assert's message: a failed
+    assert becomes `WrongAnswer(hint)`, and so does any other error the test meets on an answer of the wrong kind.
+    Says "Correct." and returns True when every assert holds.
 
-    The notebooks' exercise cell leaves `answer = None` for the learner to fill and calls this; a hidden solution
-    cell below it sets the answer and calls it again, so CI checks that the check itself holds.
+    The notebooks' exercise cell leaves `answer = None  # your code here`, defines `test` and calls this; a hidden
+    solution cell below it sets the answer and asserts this again, so CI runs the check on a right answer.
     """
     if answer is None or answer is Ellipsis:
-        print(
-            "Not answered yet: fill in the blank above and run the cell again (a solution is in the hidden cell below)."
-        )
+        print("Not answered yet: fill in the blank and run the cell again (a solution is in the hidden cell below).")
         return False
-    test(answer)
+    try:
+        test(answer)
+    except AssertionError as e:
+        raise WrongAnswer(f"Not yet: {e}" if str(e) else "Not yet: that is not it, try again.") from None
+    except Exception as e:
+        raise WrongAnswer(f"Not yet: checking {answer!r:.80} failed with {type(e).__name__}: {e}") from e
     print("Correct.")
     return True
+
+
+def environment() -> str:
+    """One line saying what runs where: python, torch and its threads, the cores, transformers, and the variables
+    that change what the notebooks and tests do (CI, HF_HUB_OFFLINE, QWEN2_LAB_MODEL)."""
+    import torch
+    import transformers
+
+    env = " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ("CI", "HF_HUB_OFFLINE", "QWEN2_LAB_MODEL"))
+    return (
+        f"python {platform.python_version()} ({platform.system()} {platform.machine()}), torch {torch.__version__}"
+        f" with {torch.get_num_threads()} threads on {os.cpu_count()} cores, transformers {transformers.__version__};"
+        f" {env}; in_ci() {in_ci()}"
+    )
+
+
+if __name__ == "__main__":  # `python -m qwen2_lab.notebook`: what .ci/run prints before the tests
+    print(environment())

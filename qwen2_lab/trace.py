@@ -20,6 +20,8 @@ import torch
 # Shapes use S = tokens, H = hidden, nH = query heads, nKV = KV heads, hd = head_dim, I = intermediate, E = experts.
 MODEL_SITES = [
     ("embed", "[S, H]", "token embeddings: one row of embed_tokens per token (Qwen2 does not scale them)"),
+    ("rope.cos", "[S, hd]", "RoPE's cos(position x frequency) for every position and dimension, shared by all layers"),
+    ("rope.sin", "[S, hd]", "RoPE's sin of the same angles (both carry YaRN's attention factor when it is on)"),
 ]
 LAYER_SITES = [
     ("resid_pre", "[S, H]", "the residual stream entering the layer"),
@@ -59,6 +61,7 @@ FINAL_SITES = [
 ]
 SITES = MODEL_SITES + [(f"layers.{{i}}.{name}", shape, why) for name, shape, why in LAYER_SITES] + FINAL_SITES
 EXPLAIN = {name: why for name, _, why in MODEL_SITES + LAYER_SITES + FINAL_SITES}
+SHAPES = {name: shape for name, shape, _ in MODEL_SITES + LAYER_SITES + FINAL_SITES}
 
 
 def split_site(site: str) -> tuple[int | None, str]:
@@ -67,6 +70,19 @@ def split_site(site: str) -> tuple[int | None, str]:
         _, i, rest = site.split(".", 2)
         return int(i), rest
     return None, site
+
+
+def site_spec(site: str) -> str:
+    """The documented shape of a site: 'layers.3.attn.q' -> '[nH, S, hd]'."""
+    _, name = split_site(site)
+    if name not in SHAPES:
+        raise KeyError(f"no site named {site!r}; see qwen2_lab.SITES")
+    return SHAPES[name]
+
+
+def position_dim(site: str) -> int:
+    """Which dimension of a site's tensor runs over token positions (the queries', for scores and pattern)."""
+    return [d.strip() for d in site_spec(site).strip("[]").split(",")].index("S")
 
 
 @dataclass
@@ -130,6 +146,7 @@ class Trace:
     lens_ids: torch.Tensor | None = None  # [L, S, k]: the logit lens, when lab.trace(..., lens=k)
     lens_probs: torch.Tensor | None = None  # [L, S, k]
     lens_text: dict[int, str] | None = None  # each token id in lens_ids as text (when the Lab has a tokenizer)
+    edits: list[tuple[str, str]] = field(default_factory=list)  # (site, what the edit did) for each edit applied
 
     def __getitem__(self, site: str) -> torch.Tensor:
         if site not in self.store:
@@ -142,9 +159,6 @@ class Trace:
 
     def sites(self, pattern: str = "*") -> list[str]:
         return [s for s in self.store if fnmatch.fnmatchcase(s, pattern)]
-
-    def layers(self) -> list[int]:
-        return sorted({split_site(s)[0] for s in self.store if s.startswith("layers.")})
 
     def _is_site(self, site: str) -> bool:
         _, name = split_site(site)

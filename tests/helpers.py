@@ -37,3 +37,32 @@ def random_lab(moe: bool = False, dtype=torch.float32, seed: int = 0, **override
     from qwen2_lab import Lab
 
     return Lab(random_model(moe, dtype, seed, **overrides), None, name="random")
+
+
+def wait_for(condition, seconds: float = 60, what: str = "a condition"):
+    """Poll condition() until it returns something truthy, and return that; exceptions count as "not yet" (an element
+    not on the page yet, a value being replaced), and the last one is named if time runs out."""
+    import time
+
+    deadline, error = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            if value := condition():
+                return value
+        except Exception as e:
+            error = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {error!r})" if error else ""))
+
+
+def wait_until_still(read, seconds: float = 30, still: float = 0.5, what: str = "a value to settle"):
+    """Poll read() until it has not changed for `still` seconds; return that value."""
+    import time
+
+    deadline, last, since = time.monotonic() + seconds, read(), time.monotonic()
+    while time.monotonic() - since < still:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+        if (now := read()) != last:
+            last, since = now, time.monotonic()
+    return last

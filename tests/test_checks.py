@@ -1,10 +1,11 @@
-"""The seed's problems and the checks of a model's replies: known answers recomputed from the mathematics, answer
-extraction on replies that must pass and replies that must fail, the read counter in this process, and check_code
-end to end in the sandbox on right, slow, wrong, crashing, looping and hostile solutions."""
+"""The launch's problems and the checks of a model's replies: known answers recomputed from the mathematics, answer
+extraction on replies that must pass and replies that must fail, and the judge's read counting in this process
+(the harness's served list talking straight to a Judge). check_code end to end: tests/test_judge.py; hostile
+replies and timing: tests/test_checks_fuzz.py."""
 
 import bisect
 import math
-import pathlib
+import random
 import textwrap
 
 import pytest
@@ -12,9 +13,8 @@ import pytest
 from qwen2_lab.checks import (
     PROBLEMS,
     Case,
-    ReadBudgetExceeded,
-    ReadCounter,
-    build_nums,
+    Entry,
+    Judge,
     check_answer,
     check_code,
     extract_answer,
@@ -23,8 +23,8 @@ from qwen2_lab.checks import (
     problem,
     read_budget,
 )
+from qwen2_lab.checks.harness import ReadsStopped, ServedList
 
-REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "qwen2.md"
 LEETCODE = problem("leetcode-34")
 
 
@@ -40,13 +40,6 @@ def test_registry_and_clear_error_for_unknown_ids():
         assert prob.prompt_zh and prob.prompt_en and prob.note and prob.title
     with pytest.raises(ValueError, match="unknown problem 'leetcode-1'; known problems: gaokao-2024-set"):
         problem("leetcode-1")
-
-
-@pytest.mark.skipif(not REFERENCE.exists(), reason="the shared reference notes are not in this checkout")
-def test_chinese_prompts_are_exactly_the_launch_prompts():
-    text = REFERENCE.read_text(encoding="utf-8")
-    for prob in PROBLEMS.values():
-        assert f"`{prob.prompt_zh}`" in text, prob.id
 
 
 def test_set_answer_is_recomputed_from_the_definition():
@@ -71,15 +64,42 @@ def test_sine_answer_is_recomputed_by_counting_sign_changes():
     assert crossings == problem("gaokao-2024-sin").answer
 
 
+def build(case: Case) -> list[int]:
+    """The whole list, built the obvious way (the judge never does this: it computes elements on demand)."""
+    nums = []
+    for kind, *args in case.parts:
+        nums += [args[0]] * args[1] if kind == "repeat" else list(range(*args))
+    return nums if case.large else list(case.nums)
+
+
 def test_leetcode_cases_agree_with_bisect_and_with_leetcodes_examples():
     examples = {((5, 7, 7, 8, 8, 10), 8): [3, 4], ((5, 7, 7, 8, 8, 10), 6): [-1, -1], ((), 0): [-1, -1]}
     for (nums, target), answer in examples.items():
         assert Case(target, nums).expected() == answer
-    for case in LEETCODE.tests:
-        nums = build_nums([list(p) for p in case.parts]) if case.large else list(case.nums)
+    rng = random.Random(5)
+    for case in [*LEETCODE.tests, *(c.varied(rng) for c in LEETCODE.tests for _ in range(3))]:
+        nums = build(case)
         assert nums == sorted(nums) and len(nums) == case.size
         lo, hi = bisect.bisect_left(nums, case.target), bisect.bisect_right(nums, case.target)
         assert case.expected() == ([lo, hi - 1] if lo < hi else [-1, -1]), case.describe()
+        probe = range(0, case.size, max(1, case.size // 97))
+        assert case.values(probe) == [nums[i] for i in probe]
+
+
+def test_varied_large_cases_keep_their_shape_but_not_their_answers():
+    """A program that memorised the public tests cannot know a large answer without reading."""
+    rng = random.Random(7)
+    for case in LEETCODE.tests:
+        draws = [case.varied(rng) for _ in range(4)]
+        if not case.large:
+            assert all(d is case for d in draws)
+            continue
+        assert all(d.size == case.size and len(d.parts) == len(case.parts) for d in draws)
+        assert len({(d.target, tuple(d.expected())) for d in draws}) == 4  # a new target and answer each time
+        hits = [c.expected() for c in (case, *draws)]
+        assert all((h == [-1, -1]) == (hits[0] == [-1, -1]) for h in hits)  # absent stays absent
+        if hits[0] != [-1, -1]:  # a long run stays long (walking outwards stays O(n)), a single hit stays single
+            assert all((h[1] - h[0] > 1000) == (hits[0][1] - hits[0][0] > 1000) for h in hits)
 
 
 def test_leetcode_cases_cover_the_edges():
@@ -162,61 +182,101 @@ def test_check_answer_refuses_code_problems_and_unknown_ids():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The read counter (in this process, on trusted code)
+# Read counting: the harness's served list, answered by a Judge in this process
 # ---------------------------------------------------------------------------------------------------------------
 
-N = 1 << 12
+LARGE_CASES = [i for i, c in enumerate(LEETCODE.tests) if c.large]
 
 
-def counted(n=N, budget=10**9):
-    return ReadCounter(range(0, 2 * n, 2), budget)
+def served(test: int = LARGE_CASES[-1]):
+    """A Judge that has handed out the large test `test`, and the ServedList the harness would pass to the code."""
+    judge = Judge(LEETCODE, Entry("function", "f"), rng=random.Random(1))
+    for _ in range(test):
+        assert judge.serve("next") and judge.serve('result ["answer", [0, 0], ""]') == "ok"
+    kind, _, n = judge.serve("next").split()
+    assert kind == "large"
+    return judge, ServedList(judge.serve, int(n))
 
 
 @pytest.mark.parametrize(
     "name, use, reads",
     [
-        ("index", lambda x: x[5], lambda n: 1),
-        ("slice", lambda x: x[10:20], lambda n: 10),
-        ("reverse slice", lambda x: x[::-1], lambda n: n),
-        ("for loop", lambda x: [v for v in x], lambda n: n),
-        ("list()", list, lambda n: n),
-        ("sorted()", sorted, lambda n: n),
-        ("sum()", sum, lambda n: n),
-        ("unpacking", lambda x: [*x], lambda n: n),
-        ("reversed()", lambda x: list(reversed(x)), lambda n: n),
-        ("in, present", lambda x: 20 in x, lambda n: 11),
-        ("in, absent", lambda x: 3 in x, lambda n: n),
-        ("index()", lambda x: x.index(20), lambda n: 11),
-        ("count()", lambda x: x.count(20), lambda n: n),
-        ("copy()", lambda x: x.copy(), lambda n: n),
-        ("==", lambda x: x == list(range(0, 2 * len(x), 2)), lambda n: n),
-        ("== other length", lambda x: x == [], lambda n: 0),
-        ("+", lambda x: x + [1], lambda n: n),
-        ("repr()", repr, lambda n: n),
-        ("len()", len, lambda n: 0),
+        ("index", lambda x: x[5], 1),
+        ("negative index", lambda x: x[-1], 1),
+        ("slice", lambda x: x[10:20], 10),
+        ("bisect_left", lambda x: bisect.bisect_left(x, x[len(x) // 3]), 21),
+        ("pop() and pop(0)", lambda x: (x.pop(), x.pop(0), x[-1]), 3),
+        ("len() and bool()", lambda x: (len(x), bool(x)), 0),
     ],
 )
-def test_read_counter_counts_every_read_path(name, use, reads):
-    x = counted()
-    use(x)
-    assert x.reads == reads(N), name
+def test_every_read_is_served_and_counted(name, use, reads):
+    judge, nums = served()
+    use(nums)
+    assert judge.reads == reads and not judge.over, name
 
 
-def test_read_counter_counts_the_bisect_module():
-    x = counted()
-    assert bisect.bisect_left(x, 2 * 777) == 777 and bisect.bisect_right(x, 2 * 777) == 778
-    assert 0 < x.reads <= 2 * (math.ceil(math.log2(N)) + 1)
+@pytest.mark.parametrize(
+    "name, use",
+    [
+        ("for loop", lambda x: [v for v in x]),
+        ("list()", list),
+        ("sorted()", sorted),
+        ("sum()", sum),
+        ("max()", max),
+        ("unpacking", lambda x: [*x]),
+        ("reversed()", lambda x: list(reversed(x))),
+        ("reverse slice", lambda x: x[::-1]),
+        ("copy()", lambda x: x.copy()),
+        ("in", lambda x: 3 in x),
+        ("index()", lambda x: x.index(-7)),
+        ("count()", lambda x: x.count(20)),
+        ("==", lambda x: x == list(range(len(x)))),
+        ("+", lambda x: x + [1]),
+        ("repr()", repr),
+        ("sort()", lambda x: x.sort()),
+        ("pop loop", lambda x: [x.pop() for _ in range(len(x))]),
+        ("swallowing the stop", lambda x: [swallow(lambda i=i: x[i]) for i in range(1000)]),
+    ],
+)
+def test_linear_reads_are_stopped_at_the_budget_not_after_a_million_requests(name, use):
+    judge, nums = served()
+    requests = []
+    nums._ask = lambda line: requests.append(line) or judge.serve(line)
+    try:
+        use(nums)
+    except ReadsStopped:
+        pass
+    assert judge.over and len(requests) <= read_budget(len(nums)) + (1000 if "swallow" in name else 1), name
+    assert judge.serve("get 0") == "stop"  # and stays stopped for this test
 
 
-def test_read_counter_stops_code_past_its_budget_even_through_except_exception():
-    x = counted(budget=read_budget(N))
-    with pytest.raises(ReadBudgetExceeded):
-        try:
-            sum(x)
-        except Exception:  # noqa: BLE001 - model code often does this; the budget must still stop it
-            pass
-    assert x.reads == read_budget(N) + 1
-    assert read_budget(1_000_000) == 200 and read_budget(1) == 10
+def swallow(read):
+    try:
+        return read()
+    except BaseException:  # noqa: BLE001 - what a hostile solution does with the stop
+        return None
+
+
+def test_c_code_cannot_read_around_the_judge():
+    """The list lives in the judge: list's own C methods, called unbound, have nothing to read."""
+    judge, nums = served()
+    for read in (lambda: list.__getitem__(nums, 0), lambda: list.__len__(nums), lambda: list.copy(nums)):
+        with pytest.raises(TypeError):
+            read()
+    assert judge.reads == 0
+
+
+def test_served_list_is_read_only_and_the_judge_refuses_reads_outside_the_list():
+    judge, nums = served()
+    for mutate in (lambda: nums.append(1), lambda: nums.__setitem__(0, 1), lambda: nums.insert(0, 1)):
+        with pytest.raises(TypeError, match="read-only"):
+            mutate()
+    with pytest.raises(IndexError):
+        nums[len(nums)]
+    assert judge.reads == 0
+    for bad in (f"get {len(nums)}", "get -1", "slice 0 5 0", "get 1 2", "get ５", "get 0x10", "bogus", "result [1]"):
+        fresh, _ = served()
+        assert fresh.serve(bad) is None and fresh.violation, bad  # out of protocol: the run ends
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,182 +313,3 @@ def test_find_entry_prefers_leetcode_style_then_the_named_function():
     assert entry("def first(nums, target): pass\ndef find_range(nums, target): pass") == ("function", "find_range")
     assert entry("def helper(nums, target): pass\ndef main(nums, target, lo=0): pass") == ("function", "main")
     assert entry("def f(nums): pass\nclass Solution:\n    def other(self, nums, target): pass") is None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# check_code end to end, in the sandbox
-# ---------------------------------------------------------------------------------------------------------------
-
-LARGE = [i + 1 for i, c in enumerate(LEETCODE.tests) if c.large]  # 1-based test numbers of the counted cases
-LONG_RUNS = [i + 1 for i, c in enumerate(LEETCODE.tests) if c.large and c.expected()[1] - c.expected()[0] > 1000]
-
-BISECT_LEETCODE = """Here is an O(log n) solution:
-
-```python
-class Solution:
-    def searchRange(self, nums: List[int], target: int) -> List[int]:
-        lo = bisect.bisect_left(nums, target)
-        if lo == len(nums) or nums[lo] != target:
-            return [-1, -1]
-        return [lo, bisect.bisect_right(nums, target) - 1]
-```
-
-Example:
-
-```python
-print(Solution().searchRange([5, 7, 7, 8, 8, 10], 8))  # [3, 4]
-```
-"""
-
-BARE_BINARY_SEARCH = """```python
-def searchRange(nums, target):
-    def first(strict):
-        lo, hi = 0, len(nums)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if nums[mid] < target or (strict and nums[mid] == target):
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-    a = first(False)
-    if a == len(nums) or nums[a] != target:
-        return [-1, -1]
-    return [a, first(True) - 1]
-```"""
-
-LINEAR_SCAN = """
-def searchRange(nums, target):
-    hits = [i for i, x in enumerate(nums) if x == target]
-    return [hits[0], hits[-1]] if hits else [-1, -1]
-"""
-
-FIND_THEN_EXPAND = """
-def searchRange(nums, target):
-    i = bisect.bisect_left(nums, target)
-    if i == len(nums) or nums[i] != target:
-        return [-1, -1]
-    j = i
-    while j + 1 < len(nums) and nums[j + 1] == target:
-        j += 1
-    return [i, j]
-"""
-
-IN_AND_INDEX = """
-class Solution:
-    def searchRange(self, nums, target):
-        if target not in nums:
-            return [-1, -1]
-        return [nums.index(target), len(nums) - 1 - nums[::-1].index(target)]
-"""
-
-OFF_BY_ONE = """
-class Solution:
-    def searchRange(self, nums, target):
-        lo = bisect.bisect_left(nums, target)
-        if lo == len(nums) or nums[lo] != target:
-            return [-1, -1]
-        return [lo, bisect.bisect_right(nums, target)]
-"""
-
-CRASH_ON_EMPTY = """
-class Solution:
-    def searchRange(self, nums, target):
-        if nums[-1] < target or nums[0] > target:
-            return [-1, -1]
-        lo = bisect.bisect_left(nums, target)
-        if nums[lo] != target:
-            return [-1, -1]
-        return [lo, bisect.bisect_right(nums, target) - 1]
-"""
-
-
-def test_accepts_leetcode_style_and_confirms_log_n():
-    result = check_code(BISECT_LEETCODE, "leetcode-34")
-    assert result.passed, result.report
-    assert (result.style, result.entry) == ("leetcode", "Solution.searchRange")
-    assert result.tests_passed == result.tests_total == len(LEETCODE.tests) and not result.failures
-    assert result.max_reads <= 2 * math.ceil(math.log2(1_000_000)) + 3  # two bisects and one check
-    assert result.report.startswith(f"Accepted: {len(LEETCODE.tests)}/{len(LEETCODE.tests)} tests passed.")
-    assert "LeetCode style: class Solution" in result.report and "O(log n): at most" in result.report
-
-
-def test_bare_function_passes_but_the_report_says_leetcode_wants_a_class():
-    """Qwen2's first answer at launch: a bare function. It works; LeetCode's judge would not find it."""
-    result = check_code(BARE_BINARY_SEARCH, "leetcode-34")
-    assert result.passed, result.report
-    assert (result.style, result.entry) == ("function", "searchRange")
-    assert "A bare function searchRange(nums, target)" in result.report
-    assert "wrap it in class Solution" in result.report
-
-
-@pytest.mark.parametrize(
-    "code, failing",
-    [(LINEAR_SCAN, LARGE), (FIND_THEN_EXPAND, LONG_RUNS), (IN_AND_INDEX, LARGE)],
-    ids=["linear-scan", "bisect-then-walk-outwards", "in-index-reverse-slice"],
-)
-def test_correct_but_linear_code_fails_the_log_n_demand(code, failing):
-    result = check_code(code, "leetcode-34")
-    assert not result.passed
-    assert [f.test for f in result.failures] == failing
-    assert {f.kind for f in result.failures} == {"Not O(log n)"}
-    assert result.tests_passed == len(LEETCODE.tests) - len(failing)  # every small case is right
-    assert result.report.startswith("Not O(log n):") and "binary search" in result.report
-    assert "read more than 200 of the 1,000,000 elements" in result.report
-
-
-def test_wrong_answer_shows_input_output_expected():
-    result = check_code(OFF_BY_ONE, "leetcode-34")
-    assert not result.passed and result.failures[0].kind == "Wrong Answer"
-    first = result.failures[0]
-    assert (first.test, first.got, first.expected) == (1, "[3, 5]", "[3, 4]")
-    assert (
-        "Test 1: Wrong Answer\nInput: nums = [5,7,7,8,8,10], target = 8\nOutput: [3, 5]\nExpected: [3, 4]"
-        in result.report
-    )
-
-
-def test_runtime_error_traceback_is_trimmed_to_the_users_code():
-    result = check_code(CRASH_ON_EMPTY, "leetcode-34")
-    assert not result.passed and [f.kind for f in result.failures] == ["Runtime Error"]
-    failure = result.failures[0]
-    assert failure.input == "nums = [], target = 0"
-    assert 'File "solution.py", line 4, in searchRange' in failure.detail
-    assert "IndexError: list index out of range" in failure.detail
-    assert "qwen2_lab" not in failure.detail and "main.py" not in failure.detail
-    assert result.report.startswith(f"Runtime Error: {len(LEETCODE.tests) - 1}/{len(LEETCODE.tests)} tests passed.")
-
-
-def test_infinite_loop_is_time_limit_exceeded():
-    result = check_code("def searchRange(nums, target):\n    while True:\n        pass\n", "leetcode-34", timeout=1.5)
-    assert not result.passed
-    assert [(f.test, f.kind) for f in result.failures] == [(1, "Time Limit Exceeded")]
-    assert "wall-clock timeout" in result.sandbox
-
-
-def test_compile_errors_missing_code_and_missing_entry_are_reported_without_running():
-    syntax = check_code("```python\ndef searchRange(nums, target)\n    return [-1, -1]\n```", "leetcode-34")
-    assert not syntax.passed and syntax.report.startswith("Compile Error\nLine 1: SyntaxError")
-    assert not syntax.sandbox  # never ran
-    none = check_code("Use two binary searches.", "leetcode-34")
-    assert none.report.startswith("No Code")
-    no_entry = check_code("```python\ndef search(nums):\n    return 0\n```", "leetcode-34")
-    assert no_entry.report.startswith("No Entry Point") and "class Solution" in no_entry.report
-
-
-def test_prints_in_the_solution_do_not_confuse_the_judge():
-    code = OFF_BY_ONE.replace("lo = bisect", "print('debug', target)\n        lo = bisect")
-    result = check_code(code, "leetcode-34")
-    assert result.failures[0].kind == "Wrong Answer" and "Stdout:\ndebug 8" in result.failures[0].detail
-    assert check_code(
-        BISECT_LEETCODE.replace("lo = bisect", "print(nums[:3])\n        lo = bisect"), "leetcode-34"
-    ).passed
-
-
-def test_hostile_solution_is_contained_and_reported():
-    code = "import os\nSECRET = open('/etc/passwd').read()\ndef searchRange(nums, target):\n    return [-1, -1]\n"
-    result = check_code(code, "leetcode-34")
-    assert not result.passed and result.failures[0].kind == "Runtime Error"
-    assert "failed before any test ran" in result.failures[0].detail
-    assert "PermissionError: sandbox: open '/etc/passwd'" in result.failures[0].detail
-    assert "root:" not in result.report

@@ -1,20 +1,23 @@
-"""The web demo in a real headless browser: the page renders, an example click streams a reply, the math answer is
-checked on its own, the code answer is checked on request and its failure sent back for repair, and Look inside
-draws the figures. Debian's chromium + chromedriver (CI: `apt-get install -y chromium chromium-driver`), driven by
-selenium; skipped, with that line as the reason, where they are absent.
+"""The web demo in a real headless browser: the page and its banner, an example that streams a reply and has its
+math checked on its own, Chinese drawn as glyphs (not boxes), retry / undo / clear, a typed code problem checked on
+request and its failure sent back for repair, the stop button, one generation at a time between the page and the
+API, and Look inside with its controls and figures that fit the page. Debian's chromium + chromedriver (CI:
+`apt-get install -y chromium chromium-driver fonts-noto-cjk`), driven by selenium; skipped, with that line as the
+reason, where they are absent.
 
-Replies come from the bundled (random or barely trained) model, so they are compared with transformers' own
-greedy `generate` on the same chat, letter by letter (markdown rendering may change spaces and punctuation).
-Set QWEN2_LAB_SCREENSHOT=path.png to keep screenshots of the chat after the repair turn (path.png) and of Look
-inside (path.inside.png).
+The tests run in order on one page, served by the `demo_server` fixture (tests/conftest.py). Replies come from the
+bundled model, so they are compared with transformers' own greedy `generate` on the same chat, letter by letter
+(markdown rendering may change spaces and punctuation). Set QWEN2_LAB_SCREENSHOT=path.png to keep screenshots of the
+chat after the repair turn (path.png) and of Look inside (path.inside.png).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
+import subprocess
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -26,64 +29,46 @@ pytestmark = pytest.mark.skipif(
 )
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install 'qwen2-lab[dev]')")
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "demo"))
-
-import app  # noqa: E402
 import chat  # noqa: E402
 import check  # noqa: E402
-import torch  # noqa: E402
+import inside  # noqa: E402
+from gradio_client import Client  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-import qwen2_lab  # noqa: E402
 from qwen2_lab import checks  # noqa: E402
+from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
+from qwen2_lab.tiny.curriculum import example_prompts  # noqa: E402
+
+from .helpers import wait_for, wait_until_still  # noqa: E402
 
 CHROME_FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
     " --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1400"
 ).split()
+GAOKAO_ZH = "Gaokao 2024 set question (中文)"  # the bundled model's first example: the launch's set question
+
+
+def start_chromium(profile: Path, env: dict | None = None):
+    """A fresh headless chromium (its own profile folder); env: the browser's environment (e.g. FONTCONFIG_FILE)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS + [f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=env))
 
 
 @pytest.fixture(scope="module")
-def lab():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield qwen2_lab.load("tiny")
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def page(lab, tmp_path_factory):
-    """The demo served on loopback and opened in a fresh headless chromium profile."""
-    demo = app.build_app(lab)
-    driver = None
+def page(demo_server, tmp_path_factory):
+    """The demo, opened in a headless chromium."""
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
-        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in CHROME_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-            options.add_argument(flag)
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        driver.get(url)
+        driver.get(demo_server.url)
         yield driver
     finally:
-        if driver is not None:
-            driver.quit()
-        demo.close()
-
-
-def wait_for(condition, seconds: float = 60, what: str = "the page"):
-    """Poll condition() (exceptions count as not yet) until it returns something truthy; return that."""
-    deadline, error = time.monotonic() + seconds, None
-    while time.monotonic() < deadline:
-        try:
-            if value := condition():
-                return value
-        except Exception as e:  # an element not there yet, or replaced while being read
-            error = e
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {error!r})" if error else ""))
+        driver.quit()
 
 
 def letters(text: str) -> str:
@@ -101,10 +86,14 @@ def click_text(driver, css: str, text: str):
     ].click()
 
 
+def tab(driver, name: str):
+    click_text(driver, 'button[role="tab"]', name)
+
+
 def default_reply(lab, message, history=()) -> str:
-    """The greedy reply with the demo's default settings (tiny: greedy, the generation config's max_new_tokens)."""
+    """The greedy reply with the page's default settings (tiny: greedy, the generation config's max_new_tokens)."""
     s = chat.default_settings(lab)
-    messages = chat.conversation(message, list(history), chat.DEFAULT_SYSTEM_PROMPT)
+    messages = chat.conversation(message, list(history), DEFAULT_SYSTEM_PROMPT)
     return lab.generate(
         messages, **chat.generation_kwargs(lab, 0, s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty)
     )
@@ -131,53 +120,232 @@ def report(driver) -> str:
     return driver.find_element(By.ID, "check-report").text
 
 
-def test_page_example_check_repair_and_look_inside(page, lab):
-    driver = page
-    wait_for(lambda: "bundled toy model" in driver.find_element(By.ID, "toy-banner").text, what="the toy banner")
-    click_text(driver, 'button[role="tab"]', "Model card")
-    card = wait_for(lambda: driver.find_element(By.ID, "model-card").text, what="the model card")
-    assert "tiny" in card and "cpu" in card and "parameters" in card
-    click_text(driver, 'button[role="tab"]', "Chat")
+def chat_input(driver):
+    return driver.find_element(By.CSS_SELECTOR, "#chat-input textarea")
 
-    # A math example: the reply streams in, then its final answer is checked without asking.
-    prompts = check.problem_prompts()
-    click_text(driver, "#chatbot button.example", "gaokao-2024-set (English)")
-    reply = default_reply(lab, prompts["gaokao-2024-set"]["en"])
-    watch_reply(driver, reply, 1)
-    verdict = "Passed" if checks.check_answer(reply, "gaokao-2024-set").passed else "Failed"
-    wait_for(lambda: report(driver).startswith(f"{verdict} (gaokao-2024-set)"), what="the automatic math check")
-    for action in ("Retry", "Undo", "Clear"):  # ChatInterface's own buttons, wired to the chat
-        assert driver.find_elements(By.CSS_SELECTOR, f'#chatbot button[aria-label="{action}"]'), action
 
-    # A code example, after clearing the chat: checked when the button is pressed.
+def send(driver, message: str):
+    """Type a message into the chat box and press Enter, as a user does."""
+    box = wait_for(lambda: (e := chat_input(driver)).is_enabled() and e, what="the chat box to take input")
+    box.clear()
+    box.send_keys(message)
+    box.send_keys(Keys.ENTER)
+
+
+def clear_chat(driver):
+    """The chatbot's own Clear button (shown while the chat has messages)."""
+    if not texts(driver, "#chatbot .message"):
+        return
     driver.find_element(By.CSS_SELECTOR, '#chatbot button[aria-label="Clear"]').click()
     wait_for(lambda: not texts(driver, "#chatbot .message"), what="the chat to clear")
-    ask = prompts["leetcode-34"]["en"]
-    click_text(driver, "#chatbot button.example", "leetcode-34 (English)")
-    reply = default_reply(lab, ask)
-    watch_reply(driver, reply, 1)
-    wait_for(lambda: "press Check the last reply" in report(driver), what="the code problem to be recognised")
-    driver.find_element(By.ID, "check-btn").click()
+
+
+# ---- Chinese drawn as glyphs ----------------------------------------------------------------------------------
+
+# Draws each character alone on a canvas in the element's own font stack (the browser's font fallback picks the same
+# font as for the page's text) and returns each drawing's alpha channel as a string.
+INK_JS = """
+const [element, chars] = arguments;
+const canvas = document.createElement('canvas');
+canvas.width = canvas.height = 48;
+const ctx = canvas.getContext('2d', {willReadFrequently: true});
+ctx.font = '32px ' + getComputedStyle(element).fontFamily;
+ctx.textBaseline = 'top';
+return chars.map(ch => {
+  ctx.clearRect(0, 0, 48, 48);
+  ctx.fillText(ch, 4, 4);
+  return Array.from(ctx.getImageData(0, 0, 48, 48).data.filter((_, i) => i % 4 === 3)).join(',');
+});
+"""
+NO_GLYPH = "\u0378"  # an unassigned code point: no font has it, so the browser draws its missing-glyph box
+
+
+def boxes(driver, element, text: str) -> list[str]:
+    """The CJK characters of `text` that the browser draws as boxes ("tofu") in `element`'s font, not as glyphs.
+
+    Where no installed font has a character, the browser draws the same missing-glyph box for every such character.
+    So a character is a box when its drawing equals that of NO_GLYPH, or equals the drawing of another, different
+    character of `text`; real glyphs of different characters always differ.
+    """
+    chars = sorted({c for c in text if unicodedata.name(c, "").startswith("CJK")})[:16]
+    assert chars, f"no CJK character in {text!r}"
+    *inks, no_glyph = driver.execute_script(INK_JS, element, [*chars, NO_GLYPH])
+    return [c for c, ink in zip(chars, inks) if ink == no_glyph or inks.count(ink) > 1 or not ink.strip("0,")]
+
+
+def latin_only_fontconfig(folder: Path) -> dict | None:
+    """A browser environment whose fontconfig sees one Latin font and no CJK one (None where fontconfig's tools
+    are missing): the control that shows `boxes` finds boxes when they are there."""
+    latin = subprocess.run(["fc-match", "-f", "%{file}", "sans-serif:lang=en"], capture_output=True, text=True)
+    cjk = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True)
+    if latin.returncode or not latin.stdout or latin.stdout in cjk.stdout:
+        return None
+    (folder / "fonts.conf").write_text(
+        f'<?xml version="1.0"?><fontconfig><dir>{folder}</dir><cachedir>{folder / "cache"}</cachedir></fontconfig>'
+    )
+    (folder / Path(latin.stdout).name).symlink_to(latin.stdout)
+    return {**os.environ, "FONTCONFIG_FILE": str(folder / "fonts.conf")}
+
+
+def has_cjk_font() -> bool:
+    fc_list = shutil.which("fc-list")
+    return bool(fc_list and subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True).stdout)
+
+
+# ---- the page, in order ---------------------------------------------------------------------------------------
+
+
+def test_banner_and_model_card(page):
+    banner = wait_for(lambda: page.find_element(By.ID, "model-banner").text, what="the banner")
+    assert "bundled model tiny runs here" in " ".join(banner.split()) and "four kinds of problems" in banner
+    tab(page, "Model card")
+    card = wait_for(lambda: page.find_element(By.ID, "model-card").text, what="the model card")
+    assert "tiny" in card and "cpu" in card and "parameters" in card
+    tab(page, "Chat")
+    shown = texts(page, "#chatbot button.example")
+    assert [label for _, label in example_prompts()] == [s.strip() for s in shown]  # what the bundled model knows
+
+
+def test_a_refused_message_says_why_and_leaves_the_chat_as_it_was(page):
+    send(page, "   ")
+    wait_for(lambda: "The message is empty" in " ".join(texts(page, ".toast-body")), what="the error message")
+    assert not texts(page, "#chatbot .message") and GAOKAO_ZH in texts(page, "#chatbot button.example")
+    trackers = page.find_elements(By.CSS_SELECTOR, "#chatbot [data-testid=status-tracker]")
+    assert not [t for t in trackers if t.is_displayed() and "Error" in t.text], "the chat is covered by an error mark"
+
+
+def test_an_example_streams_its_reply_and_the_math_is_checked(page, demo_lab):
+    click_text(page, "#chatbot button.example", GAOKAO_ZH)
+    prompt = dict((label, p) for p, label in example_prompts())[GAOKAO_ZH]
+    reply = default_reply(demo_lab, prompt)
+    watch_reply(page, reply, 1)
+    verdict = "Passed" if checks.check_answer(reply, "gaokao-2024-set").passed else "Failed"
+    wait_for(lambda: report(page).startswith(f"{verdict} (gaokao-2024-set)"), what="the automatic math check")
+
+
+@pytest.mark.skipif(not has_cjk_font(), reason="no CJK font: apt-get install -y fonts-noto-cjk")
+def test_chinese_is_drawn_as_glyphs_not_boxes(page, tmp_path):
+    """The Chinese prompt in the chat, drawn by the browser: each character a glyph of its own. The same check in a
+    browser that sees no CJK font finds the boxes, so the check can tell."""
+    message = page.find_element(By.CSS_SELECTOR, "#chatbot .user.message")
+    assert "已知集合" in message.text
+    assert boxes(page, message, message.text) == []
+    env = latin_only_fontconfig(tmp_path)
+    if env is None:
+        return
+    control = start_chromium(tmp_path / "profile", env=env)
+    try:
+        control.get("data:text/html;charset=utf-8,<p id=p style='font-family:sans-serif'>已知集合</p>")
+        found = boxes(control, control.find_element(By.ID, "p"), "已知集合")
+        assert found == list("合已知集"), "without a CJK font the browser draws boxes, and the check must find them"
+    finally:
+        control.quit()
+
+
+def test_retry_undo_and_clear(page, demo_server, demo_lab):
+    prompt = dict((label, p) for p, label in example_prompts())[GAOKAO_ZH]
+    reply = default_reply(demo_lab, prompt)
+    begun = demo_server.lab.replies
+    page.find_element(By.CSS_SELECTOR, '#chatbot button[aria-label="Retry"]').click()
+    wait_for(lambda: demo_server.lab.replies == begun + 1, what="the reply to be generated again")
+    watch_reply(page, reply, 1)  # greedy: the same reply again, in place of the old one
+    wait_for(lambda: chat_input(page).is_enabled(), what="the retried reply to end")
+    assert len(texts(page, "#chatbot .user.message")) == 1
+    page.find_element(By.CSS_SELECTOR, '#chatbot button[aria-label="Undo"]').click()
+    wait_for(lambda: not texts(page, "#chatbot .message"), what="the turn to be undone")
+    assert chat_input(page).get_attribute("value") == prompt  # back in the box, to edit and send again
+    send(page, "1+1=")
+    watch_reply(page, default_reply(demo_lab, "1+1="), 1)
+    clear_chat(page)
+    wait_for(lambda: report(page) == check.WAITING.replace("*", ""), what="the Check panel to be reset")
+
+
+def test_code_is_checked_on_request_and_its_failure_sent_back(page, demo_lab):
+    ask = check.problem_prompts()["leetcode-34"]["en"]
+    send(page, ask)
+    reply = default_reply(demo_lab, ask)
+    watch_reply(page, reply, 1)
+    wait_for(lambda: "press Check the last reply" in report(page), what="the code problem to be recognised")
+    page.find_element(By.ID, "check-btn").click()
     result = checks.check_code(reply, "leetcode-34")
     verdict = "Passed" if result.passed else "Failed"
-    wait_for(lambda: report(driver).startswith(f"{verdict} (leetcode-34)"), what="the code check's report")
-    assert letters(result.report) in letters(report(driver))
-
+    wait_for(lambda: report(page).startswith(f"{verdict} (leetcode-34)"), what="the code check's report")
+    assert letters(result.report) in letters(report(page))
     if not result.passed:  # the failure goes back as the next user turn, and the model answers it
-        driver.find_element(By.ID, "send-back-btn").click()
+        page.find_element(By.ID, "send-back-btn").click()
         failure = check.failure_message(result.report)
-        wait_for(lambda: "did not pass the tests" in texts(driver, "#chatbot .user.message")[-1], what="the failure")
+        wait_for(lambda: "did not pass the tests" in texts(page, "#chatbot .user.message")[-1], what="the failure")
         # the chat holds each message as the browser shows it: without leading and trailing whitespace
         history = [{"role": "user", "content": ask}, {"role": "assistant", "content": reply.strip()}]
-        watch_reply(driver, default_reply(lab, failure, history), 2)
+        watch_reply(page, default_reply(demo_lab, failure, history), 2)
     if os.environ.get("QWEN2_LAB_SCREENSHOT"):
-        driver.save_screenshot(os.environ["QWEN2_LAB_SCREENSHOT"])
+        page.save_screenshot(os.environ["QWEN2_LAB_SCREENSHOT"])
 
-    # Look inside the conversation: attention by KV group and the logit lens, drawn by plotly in the page.
-    click_text(driver, 'button[role="tab"]', "Look inside")
-    driver.find_element(By.ID, "look-btn").click()
-    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, what="the figures")
-    assert "Layer 0 attention, grouped by the KV head" in driver.page_source
-    assert "Logit lens" in driver.page_source
+
+def test_look_inside_opens_on_something_to_see_and_fits_the_page(page, demo_lab):
+    arch = demo_lab.arch
+    tab(page, "Look inside")
+    page.find_element(By.ID, "look-btn").click()
+    wait_for(lambda: len(page.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, what="the figures")
+    layer = inside.default_layer(arch)
+    wait_for(lambda: f"Layer {layer} attention" in page.page_source, what=f"layer {layer}'s attention")
+    note = page.find_element(By.ID, "look-note").text
+    assert "showing positions" in note and "the sharpest attention" in note
+    assert "positions=" not in page.find_element(By.TAG_NAME, "body").text  # no Python hints for a web visitor
+    assert "Logit lens" in page.page_source
+    sizes = page.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot')).map(p =>"
+        " [p.querySelector('.main-svg').getBoundingClientRect().width, p.parentElement.clientWidth])"
+    )
+    assert all(svg <= box + 1 for svg, box in sizes), f"a figure is wider than its place on the page: {sizes}"
     if os.environ.get("QWEN2_LAB_SCREENSHOT"):
-        driver.save_screenshot(str(Path(os.environ["QWEN2_LAB_SCREENSHOT"]).with_suffix(".inside.png")))
+        page.save_screenshot(str(Path(os.environ["QWEN2_LAB_SCREENSHOT"]).with_suffix(".inside.png")))
+
+    # the controls: layer 0, a window of 8 positions
+    for elem_id, value in [("look-layer", 0), ("look-window", 8)]:
+        number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
+        number.clear()
+        number.send_keys(str(value), Keys.TAB)
+    page.find_element(By.ID, "look-btn").click()
+    wait_for(lambda: "Layer 0 attention" in page.page_source, what="layer 0's attention")
+    note = wait_for(lambda: (n := page.find_element(By.ID, "look-note").text) and "positions" in n and n)
+    first, last = (int(p) for p in note.split("showing positions ")[1].split(" ")[0].split(".."))
+    assert last - first + 1 == 8
+    tab(page, "Chat")
+
+
+def test_the_stop_button_stops_generation(page, demo_server, demo_lab, monkeypatch):
+    limit = chat.default_settings(demo_lab).max_new_tokens
+    monkeypatch.setattr(demo_lab.model.generation_config, "min_new_tokens", limit)  # no early end-of-turn
+    monkeypatch.setattr(demo_server.lab, "delay", 0.05)  # 128 new tokens (the page's default) would take 6 s
+    clear_chat(page)
+    start = demo_server.lab.forwards
+    send(page, "hi")
+    wait_for(lambda: texts(page, "#chatbot .bot.message"), what="the reply to start streaming")
+    page.find_element(By.CSS_SELECTOR, "#chat-input button.stop-button").click()
+    wait_for(lambda: chat_input(page).is_enabled(), what="the chat box to take input again")
+    ran = wait_until_still(lambda: demo_server.lab.forwards, what="generation to stop") - start
+    assert ran < limit // 2, f"generation went on after stop: {ran} steps"
+
+
+def test_the_page_and_the_api_share_one_generation(page, demo_server, demo_lab):
+    """One generation at a time per model, whoever asks: while the page's reply is held at the gate, an API client's
+    request waits in the queue and its generation does not start; both are answered once the gate opens."""
+    clear_chat(page)
+    gated, client = demo_server.lab, Client(demo_server.url, verbose=False)
+    gated.gate.clear()
+    try:
+        begun = gated.replies
+        send(page, "hi")
+        wait_for(lambda: gated.replies == begun + 1, what="the page's reply to begin")
+        job = client.submit("1+1=", api_name="/chat")
+        waiting = (Status.IN_QUEUE, Status.PROCESSING, Status.ITERATING)
+        wait_for(lambda: job.status().code in waiting, what="the API request to be queued or begun")
+        time.sleep(1)  # time enough for a second generation to begin, if the two did not share one
+        assert gated.replies == begun + 1, "the API's generation began while the page's was running"
+        assert job.status().code == Status.IN_QUEUE
+    finally:
+        gated.gate.set()
+    watch_reply(page, default_reply(demo_lab, "hi"), 1)
+    assert job.result(timeout=60) == default_reply(demo_lab, "1+1=")
+    client.close()

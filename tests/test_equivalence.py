@@ -130,11 +130,11 @@ def test_compare_catches_qwen3_style_routing(monkeypatch):
     """Qwen3-MoE takes the top-k first and softmaxes over k: not Qwen2's routing, and compare must say so."""
     lab = random_lab(moe=True)
 
-    def qwen3_route(logits, k, norm):
-        top, idx = logits.topk(k, dim=-1)
-        return torch.softmax(logits.float(), -1), torch.softmax(top.float(), -1).to(logits.dtype), idx
+    def qwen3_weights(probs, experts, norm):  # softmax over the k chosen logits = probabilities renormalised
+        weights = probs.gather(-1, experts)
+        return weights / weights.sum(-1, keepdim=True)
 
-    monkeypatch.setattr(fwd, "route", qwen3_route)
+    monkeypatch.setattr(fwd, "expert_weights", qwen3_weights)
     report = qwen2_lab.compare_with_hf(lab, IDS)
     assert report.first_mismatch.site == "layers.0.moe.topk_weights"
 

@@ -12,7 +12,7 @@ from qwen2_lab import tokenizer as qt
 
 # --- reference data (not produced by this package) ---------------------------------------------------------------
 
-# transformers tests/models/qwen2/test_tokenization_qwen2.py, via ../shared/reference/qwen2.md section 4
+# transformers tests/models/qwen2/test_tokenization_qwen2.py
 TRANSFORMERS_TEXT = (
     "This is a test 😊\nI was born in 92000, and this is falsé.\n生活的真谛是\nHi  Hello\nHi   Hello\n\n \n  \n Hello\n"
     "<s>\nhi<s>there\nThe following string should be properly encoded: Hello.\nBut ird and ปี   ird   ด\nHey how are you doing"
@@ -77,7 +77,7 @@ LLAMA_CPP_CASES = [
     ),
 ]
 
-# ../shared/reference/qwen2.md section 4, verbatim
+# Qwen2's tokenizer.json pre-tokenizer pattern, verbatim
 REFERENCE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 REFERENCE_TEMPLATE = r"""{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"""
 

@@ -1,12 +1,20 @@
-"""Math answers: find a reply's final answer (extract_answer) and compare it with the known one (check_answer)."""
+"""Math answers: find a reply's final answer (extract_answer) and compare it with the known one (check_answer).
+
+The reply is text a user can steer, checked in the server's process: so it is capped at MAX_REPLY characters
+before any parsing, and every step is linear. Whitespace runs are folded to one space first, so that no pattern
+needs nested or adjacent open-ended quantifiers; braces are matched in one pass; candidate answers are found in one
+pass over the text and looked up by position.
+"""
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 
+from ..sandbox.text import clean_text
 from .problems import problem
-from .result import CheckResult
+from .result import MAX_REPLY, CheckResult, too_long
 
 _LATEX = [
     (r"\\left\s*\\\{|\\\{|\\lbrace\b", "{"),
@@ -24,33 +32,39 @@ _NUMBER = (
     r"|(?<![零一二两三四五六七八九十第])[零一二两三四五六七八九十]+(?=个|$|[\s,.;:!?)，。；、])"
     rf"|\b(?:{'|'.join(_EN_NUMBERS)})\b"
 )
-_ANSWER_PHRASES = (
-    r"答案\s*(?:是|为|應為|应为|:)|最终答案|最后答案|the\s+(?:final\s+)?answer\s+is|final\s+answer\s*:?|answer\s*:"
-)
+_SET = r"\{([^{}]*)\}|∅|空集"
+# After whitespace folding, " ?" is all the space a pattern ever needs; each optional part is a fixed word.
+_ANSWER_PHRASES = r"答案 ?(?:是|为|應為|应为|:)|最终答案|最后答案|the (?:final )?answer is|final answer ?:?|answer ?:"
 _ANCHORS = {
-    "set": [r"A\s*∩\s*B\s*(?:=|是|为|:|equals)"],
+    "set": [r"A ?∩ ?B ?(?:=|是|为|:|equals)"],
     "count": [
-        r"交点\s*的?\s*(?:个数|数目|数量|总数)?\s*(?:共|一共|总共)?\s*(?:是|为|有|=|:)",
-        rf"(?P<v>{_NUMBER})\s*个\s*交点",
-        r"number\s+of\s+(?:intersection\s+points|intersections|points\s+of\s+intersection)\s*(?:is|=|:|equals)",
-        rf"(?P<v>{_NUMBER})\s+(?:distinct\s+)?(?:intersection\s+points|points\s+of\s+intersection|intersections)",
-        rf"intersect\w*\s+(?:at\s+)?(?:exactly\s+)?(?P<v>{_NUMBER})\s+(?:times|points)",
+        r"交点 ?的? ?(?:个数|数目|数量|总数)? ?(?:共|一共|总共)? ?(?:是|为|有|=|:)",
+        rf"(?P<v>{_NUMBER}) ?个 ?交点",
+        r"number of (?:intersection points|intersections|points of intersection) ?(?:is|=|:|equals)",
+        rf"(?P<v>{_NUMBER}) (?:distinct )?(?:intersection points|points of intersection|intersections)",
+        rf"intersect[a-z]{{0,6}} (?:at )?(?:exactly )?(?P<v>{_NUMBER}) (?:times|points)",
     ],
 }
+_WINDOW = 160  # characters after an answer phrase where its value must start (and before the sentence ends)
+_BOX_CONTENT = 200  # a \boxed{} longer than this holds no final answer
 
 
 def _normalise(text: str) -> str:
-    """NFKC (full-width ，｛｝６ → ,{}6), then LaTeX set braces, ∩, ∅, minus signs and markup to plain text."""
-    text = unicodedata.normalize("NFKC", text)
+    """NFKC (full-width ，｛｝６ → ,{}6), LaTeX set braces, ∩, ∅, minus signs and markup to plain text.
+
+    NFKC can make a text up to 18 times longer (ﷺ); past 2·MAX_REPLY characters only the end is kept, where a final
+    answer would be.
+    """
+    text = unicodedata.normalize("NFKC", text)[-2 * MAX_REPLY :]
     for pattern, repl in _LATEX:
         text = re.sub(pattern, repl, text)
     return text
 
 
 def _to_int(token: str) -> int | None:
-    """'6', '六', '十二', 'six' -> int; None for anything else."""
+    """'6', '六', '十二', 'six' -> int; None for anything else (and for numbers of more than 18 digits)."""
     token = token.strip().lower()
-    if re.fullmatch(r"-?\d+", token):
+    if re.fullmatch(r"-?\d{1,18}", token):
         return int(token)
     if token in _EN_NUMBERS:
         return _EN_NUMBERS.index(token)
@@ -64,33 +78,66 @@ def _to_int(token: str) -> int | None:
 def _parse_elements(content: str) -> frozenset | None:
     """'-1, 0' -> frozenset({-1, 0}); None unless every element is an integer (so {x|...} is not a set literal)."""
     items = [item.strip() for item in re.split(r"[,、;]", content)]
-    if not all(re.fullmatch(r"-?\s*\d+", item) for item in items):
+    if not all(re.fullmatch(r"-? ?\d{1,18}", item) for item in items):
         return None
     return frozenset(int(item.replace(" ", "")) for item in items)
 
 
-def _values(kind: str, text: str) -> list[object]:
-    """Every candidate answer of this kind in `text`, in order: integer sets (or ∅) for "set", counts for "count"."""
+def _candidates(kind: str, text: str) -> list[tuple[int, object]]:
+    """Every candidate answer of this kind in `text` as (position, value), in order: integer sets (or ∅) for "set",
+    counts for "count". One pass."""
     if kind == "count":
-        return [v for m in re.finditer(_NUMBER, text, re.IGNORECASE) if (v := _to_int(m[0])) is not None]
-    found = []
-    for m in re.finditer(r"\{([^{}]*)\}|∅|空集", text):
-        value = frozenset() if m[1] is None else _parse_elements(m[1])
-        if value is not None:
-            found.append(value)
-    return found
+        found = [(m.start(), _to_int(m[0])) for m in re.finditer(_NUMBER, text, re.IGNORECASE)]
+    else:
+        found = [(m.start(), frozenset() if m[1] is None else _parse_elements(m[1])) for m in re.finditer(_SET, text)]
+    return [(pos, value) for pos, value in found if value is not None]
+
+
+def _values(kind: str, text: str) -> list[object]:
+    return [value for _, value in _candidates(kind, text)]
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """{position of "{": position of its "}"} for every closed pair, in one pass with a stack."""
+    pairs, stack = {}, []
+    for m in re.finditer(r"[{}]", text):
+        if m[0] == "{":
+            stack.append(m.start())
+        elif stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
 def _boxed(text: str) -> list[str]:
-    """Contents of every \\boxed{...}, braces matched, in order."""
+    """Contents of every \\boxed{...} of at most _BOX_CONTENT characters, braces matched, in order."""
+    pairs = _matching_braces(text)
     contents = []
-    for m in re.finditer(r"\\boxed\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        contents.append(text[m.end() : i - 1])
+    for m in re.finditer(r"\\boxed ?\{", text):
+        close = pairs.get(m.end() - 1, len(text))
+        if close - m.end() <= _BOX_CONTENT:
+            contents.append(text[m.end() : close])
     return contents
+
+
+def _statements(kind: str, text: str) -> list[tuple[int, object, str]]:
+    """(position, value, phrase) for each explicit statement: an answer phrase or a problem-specific one with its
+    value, which must start within _WINDOW characters after it and before the sentence ends."""
+    candidates = _candidates(kind, text)
+    starts = [pos for pos, _ in candidates]
+    ends = sorted(m.start() for m in re.finditer(r"。|\. ", text))
+    found = []
+    for pattern in [_ANSWER_PHRASES, *_ANCHORS[kind]]:
+        for m in re.finditer(pattern, text, re.IGNORECASE):
+            if "v" in m.re.groupindex:
+                value = _to_int(m["v"])
+            else:
+                sentence_end = ends[i] if (i := bisect.bisect_left(ends, m.end())) < len(ends) else len(text)
+                j = bisect.bisect_left(starts, m.end())
+                inside = j < len(starts) and starts[j] < min(m.end() + _WINDOW, sentence_end)
+                value = candidates[j][1] if inside else None
+            if value is not None:
+                found.append((m.start(), value, m[0].strip()))
+    return found
 
 
 def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
@@ -102,23 +149,22 @@ def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
     prob = problem(problem_id)
     if prob.kind == "code":
         raise ValueError(f"{problem_id} is a code problem: use check_code(text, {problem_id!r})")
+    if not isinstance(text, str):
+        raise TypeError(f"check_answer wants the reply text as a str, got {type(text).__name__}")
+    if len(text) > MAX_REPLY:
+        return None, ""  # unread: see check_answer
     text = _normalise(text)
-    for content in reversed(_boxed(text)):
+    flat = re.sub(r"\s+", " ", text)
+    for content in reversed(_boxed(flat)):
         values = _values(prob.kind, content)
         if not values and prob.kind == "set":
             values = [v] if (v := _parse_elements(content.split("=")[-1].strip(" {}"))) is not None else []
         if values:
             return values[-1], "\\boxed{…}"
-    statements = []  # (position, value, phrase): "答案是 …", "the answer is …", "A∩B = …", "6 个交点" …
-    for pattern in [_ANSWER_PHRASES, *_ANCHORS[prob.kind]]:
-        for m in re.finditer(pattern, text, re.IGNORECASE):
-            window = m["v"] if "v" in m.re.groupindex else re.split(r"。|\.\s", text[m.end() : m.end() + 160])[0]
-            if values := _values(prob.kind, window):
-                statements.append((m.start(), values[0], m[0].strip()))
-    if statements:
+    if statements := _statements(prob.kind, flat):
         _, value, phrase = max(statements, key=lambda s: s[0])
         return value, f'"{phrase}"'
-    if prob.kind == "set" and (values := _values("set", text)):
+    if prob.kind == "set" and (values := _values("set", flat)):
         return values[-1], "the last set in the reply"
     last_line = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
     if prob.kind == "count" and (values := _values("count", last_line)):
@@ -134,8 +180,13 @@ def _show(value: object) -> str:
 
 
 def check_answer(text: str, problem_id: str) -> CheckResult:
-    """Extract the final answer of a model's reply to a math problem and compare it with the known answer."""
+    """Extract the final answer of a model's reply to a math problem and compare it with the known answer.
+
+    Never raises for a reply (a str); a reply over MAX_REPLY characters is refused unread.
+    """
     prob = problem(problem_id)
+    if prob.kind != "code" and isinstance(text, str) and (refused := too_long(text, problem_id)):
+        return refused
     got, how = extract_answer(text, problem_id)
     expected = _show(prob.answer)
     if got is None:
@@ -149,4 +200,5 @@ def check_answer(text: str, problem_id: str) -> CheckResult:
         report = f"Correct: the final answer {_show(got)} (from {how}) matches the known answer {expected}."
     else:
         report = f"Wrong: the final answer is {_show(got)} (from {how}); the known answer is {expected}."
-    return CheckResult(got == prob.answer, report, problem_id, expected=prob.answer, got=got, how=how)
+    report = clean_text(report)
+    return CheckResult(got == prob.answer, report, problem_id, expected=prob.answer, got=got, how=clean_text(how))

@@ -1,46 +1,66 @@
-"""Code answers, in this process: find the code and its entry point without running it, then check_code, which
-runs it in qwen2_lab.sandbox through the harness (harness.py) and hands the records to the judge (judge.py)."""
+"""Code answers, in this process: find the code and its entry point without running it, then check_code, which runs
+it in qwen2_lab.sandbox next to the harness (harness.py) while the judge (judge.py) answers the harness from here.
+
+Every step here is linear in the reply, which is capped at MAX_REPLY characters before any parsing.
+"""
 
 from __future__ import annotations
 
 import ast
-import json
 import re
-from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
-from . import harness as harness_module
-from .harness import _read
-from .judge import _judge
+from . import harness
+from .judge import Judge, draws_for
 from .problems import Problem, problem
-from .result import CheckResult
+from .result import CheckResult, Entry, failed, too_long
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_MAX_CODE = 100_000
+_PYTHON_TAGS = ("python", "py", "python3")
+_DEFINES = re.compile(r"^[ \t]*(?:def|class)\s", re.MULTILINE)
+_TAG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """Every ``` fenced block as (language tag, code), in order: one forward scan, so linear in the text.
+
+    A fence opens at ``` followed by an optional tag and the rest of its line, and closes at the next ``` (or the
+    end of the text, for a reply cut short).
+    """
+    blocks, pos = [], 0
+    while (start := text.find("```", pos)) >= 0:
+        newline = text.find("\n", start + 3)
+        if newline < 0:
+            break
+        tag = _TAG.match(text, start + 3, newline)[1]
+        end = text.find("```", newline + 1)
+        end = len(text) if end < 0 else end
+        blocks.append((tag.lower(), text[newline + 1 : end]))
+        pos = end + 3
+    return blocks
 
 
 def extract_code(text: str) -> str | None:
     """The Python in a reply: the last ```python block that defines something (else the last python block, else the
     last unlabelled block), or the whole text if it parses as Python. None if there is no code."""
-    blocks = [(m[1].lower(), m[2]) for m in _FENCE.finditer(text)]
-    python = [code for lang, code in blocks if lang in ("python", "py", "python3")]
-    defining = [code for code in python if re.search(r"^\s*(def|class)\s", code, re.MULTILINE)]
+    blocks = code_blocks(text)
+    python = [code for lang, code in blocks if lang in _PYTHON_TAGS]
+    defining = [code for code in python if _DEFINES.search(code)]
     plain = [code for lang, code in blocks if not lang]
     for group in (defining, python, plain):
         if group:
             return group[-1].strip("\n")
-    try:
-        ast.parse(text)
-    except (SyntaxError, ValueError):
+    if not text.strip() or isinstance(_parse(text), Exception):
         return None
-    return text if text.strip() else None
+    return text
 
 
-@dataclass(frozen=True)
-class Entry:
-    """Where the harness calls in: style "leetcode" (Solution().searchRange) or "function" (a top-level def)."""
-
-    style: str
-    name: str
+def _parse(code: str) -> ast.Module | Exception | None:
+    """ast.parse, with every way it can fail on hostile text (deep nesting, huge literals) turned into a value."""
+    try:
+        return ast.parse(code, "solution.py")
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as exc:
+        return exc
 
 
 def find_entry(tree: ast.Module) -> Entry | None:
@@ -62,59 +82,48 @@ def find_entry(tree: ast.Module) -> Entry | None:
     return None
 
 
-def check_code(text_or_code: str, problem_id: str, *, timeout: float = 10.0) -> CheckResult:
-    """Run the Python in a reply against the problem's tests in the sandbox; report like LeetCode's judge."""
-    import os
-    import secrets
+@cache
+def _harness_source() -> str:
+    return Path(harness.__file__).read_text(encoding="utf-8")
 
-    from ..sandbox import run_python
+
+def check_code(text_or_code: str, problem_id: str, *, timeout: float = 10.0) -> CheckResult:
+    """Run the Python in a reply against the problem's tests in the sandbox; report like LeetCode's judge.
+
+    Never raises for a reply (a str): whatever the reply or the program does becomes the result.
+    """
+    from ..sandbox import CHANNEL_IN, CHANNEL_OUT, run_python
 
     prob = problem(problem_id)
     if prob.kind != "code":
         raise ValueError(f"{problem_id} is a math problem: use check_answer(text, {problem_id!r})")
-    result = _precheck(text_or_code, prob)
-    if isinstance(result, CheckResult):
-        return result
-    code, entry = result
-    nonce = secrets.token_hex(8)
-    cases = [{"nums": list(c.nums), "parts": [list(p) for p in c.parts], "target": c.target} for c in prob.tests]
-    harness = _read(os.path.abspath(harness_module.__file__))  # runs in the sandbox as qwen2_lab_checks.py
-    run = run_python(
-        f"import qwen2_lab_checks\nqwen2_lab_checks.run_harness({nonce!r})\n",
-        files={
-            "qwen2_lab_checks.py": harness,
-            "solution.py": code,
-            "entry.json": json.dumps({"style": entry.style, "name": entry.name}),
-            "cases.json": json.dumps(cases),
-        },
-        timeout=timeout,
-        max_output=400_000,
-    )
-    records = [json.loads(line[len(nonce) + 1 :]) for line in run.stdout.splitlines() if line.startswith(nonce + " ")]
-    return _judge(prob, entry, records, run)
+    found = _precheck(text_or_code, prob)
+    if isinstance(found, CheckResult):
+        return found
+    code, entry = found
+    judge = Judge(prob, entry, draws_for(code))
+    main = _harness_source() + f"\nmain({entry.style!r}, {entry.name!r}, {CHANNEL_IN}, {CHANNEL_OUT})\n"
+    run = run_python(main, files={"solution.py": code}, timeout=timeout, max_output=64_000, serve=judge.serve)
+    return judge.verdict(run)
 
 
 def _precheck(text: str, prob: Problem) -> tuple[str, Entry] | CheckResult:
     """Find the code and its entry point without running it; a CheckResult explaining why not, if that fails."""
-
-    def fail(kind: str, detail: str, style: str | None = None) -> CheckResult:
-        return CheckResult(False, f"{kind}\n{detail}", prob.id, style=style)
-
     if not isinstance(text, str):
         raise TypeError(f"check_code wants the reply text or code as a str, got {type(text).__name__}")
+    if refused := too_long(text, prob.id):
+        return refused
     code = extract_code(text)
     if code is None:
-        return fail("No Code", "No Python code found: put the solution in a ```python block.")
-    if len(code) > _MAX_CODE:
-        return fail("Compile Error", f"The code is {len(code):,} characters long; the limit is {_MAX_CODE:,}.")
-    try:
-        tree = ast.parse(code, "solution.py")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        line = f"Line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
-        return fail("Compile Error", f"{line}{type(exc).__name__}: {getattr(exc, 'msg', exc)}")
+        return failed(prob.id, "No Code", "No Python code found: put the solution in a ```python block.")
+    tree = _parse(code)
+    if isinstance(tree, Exception):
+        line = f"Line {tree.lineno}: " if getattr(tree, "lineno", None) else ""
+        return failed(prob.id, "Compile Error", f"{line}{type(tree).__name__}: {getattr(tree, 'msg', tree)}")
     entry = find_entry(tree)
     if entry is None:
-        return fail(
+        return failed(
+            prob.id,
             "No Entry Point",
             "Found neither class Solution with a method searchRange nor a top-level function taking (nums, target). "
             "LeetCode expects:\nclass Solution:\n    def searchRange(self, nums: List[int], target: int) -> List[int]:",

@@ -1,93 +1,107 @@
-"""What runs inside the sandbox: build the inputs, count element reads against the O(log n) budget, call the code.
+"""What runs inside the sandbox, next to the solution: load it, ask the judge for each test, call the entry point.
 
-Pure standard library and no imports from this package: check_code copies this file into the sandbox's work dir
-as qwen2_lab_checks.py, and the sandbox runs `qwen2_lab_checks.run_harness(nonce)`, which prints one JSON line per
-test case. ReadCounter, read_budget and build_nums are also used (and tested) in this process.
+This file is the sandboxed program's main.py (check_code appends one call to `main`), so it imports nothing from
+this package. It holds no test data and decides nothing: it asks the judge, which runs in the server, for the next
+test; a small test comes back as its list, a large one only as its length, and `ServedList` then turns every
+element the solution reads into one request that the judge answers and counts. The outcome of each test goes back
+as one more request. The solution runs in this same process and can rewrite any of this: that is why nothing here
+is trusted.
 """
 
-from __future__ import annotations
-
+import collections.abc
+import contextlib
 import json
-import math
+import operator
+import os
+import sys
 
 
-def build_nums(parts: list) -> list[int]:
-    """Materialise parts into the list the code under test receives."""
-    nums: list[int] = []
-    for kind, *args in parts:
-        nums += [args[0]] * args[1] if kind == "repeat" else list(range(*args))
-    return nums
+class ReadsStopped(BaseException):
+    """The judge stopped serving elements (over the O(log n) budget); `except Exception` cannot hide it."""
 
 
-READS_PER_LOG2 = 10  # the O(log n) budget: 10 reads per bit of n (two binary searches need about 2)
+class JudgeChannel:
+    """The channel to the judge: one request line out, one reply line back."""
+
+    def __init__(self, replies_fd: int, requests_fd: int):
+        self.requests_fd = requests_fd
+        self.replies = os.fdopen(replies_fd, "rb", buffering=65536)
+
+    def ask(self, request: str) -> str:
+        os.write(self.requests_fd, request.encode() + b"\n")
+        reply = self.replies.readline()
+        if not reply.endswith(b"\n"):
+            raise SystemExit("the judge closed the channel")
+        return reply[:-1].decode()
 
 
-def read_budget(n: int) -> int:
-    """Element reads allowed in one call on n elements: 10·⌈log2 n⌉ (200 for a million)."""
-    return READS_PER_LOG2 * max(1, math.ceil(math.log2(max(n, 2))))
+_READ_ONLY = (
+    "nums is read-only in the large tests: its elements are served one at a time by the judge, which counts the "
+    "reads. Copy what you need (nums[:] reads every element)."
+)
 
 
-class ReadBudgetExceeded(BaseException):
-    """Raised inside the code under test once it has read too much (BaseException: `except Exception` can't hide it)."""
+class ServedList(collections.abc.Sequence):
+    """A read-only list of n elements held by the judge, outside this process. len() is free; each element read
+    (indexing, slices, iteration, `in`, index(), count(), ==, +, *, repr(), bisect...) is one request, counted there.
+    pop() and pop(0) read one element and shrink the view, like list.pop on the ends."""
 
+    __slots__ = ("_ask", "_lo", "_hi")
 
-class ReadCounter(list):
-    """A list that counts how many elements are read from it and stops the reader past `budget` reads.
+    def __init__(self, ask, n: int):
+        self._ask, self._lo, self._hi = ask, 0, n
 
-    Every read path that Python code or the bisect module can take goes through __getitem__ or __iter__ here;
-    the methods that C would otherwise serve straight from the list's memory are redefined in terms of those.
-    """
+    def __len__(self) -> int:
+        return self._hi - self._lo
 
-    def __init__(self, items, budget: int):
-        super().__init__(items)
-        self.reads = 0
-        self.budget = budget
-
-    def _count(self, k: int) -> None:
-        self.reads += k
-        if self.reads > self.budget:
-            raise ReadBudgetExceeded(self.reads)
+    def _read(self, request: str) -> list[int]:
+        reply = self._ask(request)
+        if reply == "stop":
+            raise ReadsStopped("over the read budget")
+        return [int(v) for v in reply.split()[1:]]
 
     def __getitem__(self, index):
-        value = list.__getitem__(self, index)
-        self._count(len(value) if isinstance(index, slice) else 1)
+        n = len(self)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if not range(start, stop, step):
+                return []
+            return self._read(f"slice {self._lo + start} {self._lo + stop} {step}")
+        i = operator.index(index)
+        if not -n <= i < n:
+            raise IndexError("list index out of range")
+        return self._read(f"get {self._lo + i % n}")[0]
+
+    def pop(self, index: int = -1) -> int:
+        n = len(self)
+        if n == 0:
+            raise IndexError("pop from empty list")
+        if index not in (0, -1, n - 1):
+            raise TypeError("only pop(), pop(-1) and pop(0) here. " + _READ_ONLY)
+        value = self[index]
+        if index == 0:
+            self._lo += 1
+        else:
+            self._hi -= 1
         return value
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(_READ_ONLY)
 
-    def __reversed__(self):
-        for i in range(len(self) - 1, -1, -1):
-            yield self[i]
-
-    def _all(self) -> list:
-        return [x for x in self]  # n reads
-
-    def __contains__(self, value) -> bool:
-        return any(x is value or x == value for x in self)
-
-    def index(self, value, start=0, stop=None):
-        stop = len(self) if stop is None else stop
-        for i in range(*slice(start, stop).indices(len(self))):
-            if self[i] == value:
-                return i
-        raise ValueError(f"{value!r} is not in list")
-
-    def count(self, value) -> int:
-        return sum(1 for x in self if x == value)
-
-    def copy(self) -> list:
-        return self._all()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = remove = reverse = clear = _refuse
 
     def sort(self, *args, **kwargs) -> None:
-        self._count(len(self))
-        list.sort(self, *args, **kwargs)
+        values = self[:]  # reads every element, like any sort
+        if sorted(values, *args, **kwargs) != values:
+            raise TypeError(_READ_ONLY)
+
+    def copy(self) -> list:
+        return self[:]
 
     def __eq__(self, other):
-        if isinstance(other, list) and len(other) != len(self):
+        if isinstance(other, (list, ServedList)) and len(other) != len(self):
             return False
-        return self._all() == other
+        return self[:] == (other[:] if isinstance(other, ServedList) else other)
 
     def __ne__(self, other):
         return not self == other
@@ -95,21 +109,21 @@ class ReadCounter(list):
     __hash__ = None
 
     def __add__(self, other):
-        return self._all() + other
+        return self[:] + other
 
     def __radd__(self, other):
-        return other + self._all()
+        return other + self[:]
 
     def __mul__(self, k):
-        return self._all() * k
+        return self[:] * k
 
     __rmul__ = __mul__
 
     def __repr__(self) -> str:
-        return repr(self._all())
+        return repr(self[:])
 
 
-class _CappedText:
+class CappedText:
     """A stdout stand-in that keeps the first `cap` characters the code under test prints."""
 
     def __init__(self, cap: int = 2000):
@@ -117,7 +131,7 @@ class _CappedText:
 
     def write(self, s: str) -> int:
         if self.size < self.cap:
-            self.parts.append(s[: self.cap - self.size])
+            self.parts.append(str(s)[: self.cap - self.size])
             self.size += len(self.parts[-1])
         return len(s)
 
@@ -128,22 +142,23 @@ class _CappedText:
         return "".join(self.parts)
 
 
-def _user_traceback(exc: BaseException, filename: str = "solution.py") -> str:
+def user_traceback(exc: BaseException, filename: str = "solution.py") -> str:
     """The traceback with only the frames of the user's file, like LeetCode shows it."""
     import traceback
 
     report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename == filename])
-    return "".join(report.format())[-3000:]
+    text = "".join(report.format())
+    return text if len(text) <= 3000 else text[:1500] + "\n[...]\n" + text[-1500:]
 
 
-def _leetcode_namespace() -> dict:
+def leetcode_namespace() -> dict:
     """What LeetCode's Python judge has in scope before your code: typing's names and the usual modules."""
     import bisect
-    import collections
     import functools
     import heapq
     import itertools
+    import math
     import typing
 
     namespace = {name: getattr(typing, name) for name in typing.__all__}
@@ -152,50 +167,37 @@ def _leetcode_namespace() -> dict:
     return namespace
 
 
-def _jsonable(value) -> object:
-    """A result as JSON: a list of ints stays a list; anything else becomes a short repr."""
-    if isinstance(value, (list, tuple)) and len(value) <= 16 and all(type(x) is int for x in value):
-        return list(value)
+def outcome(func, nums, target) -> list:
+    """Call the entry point: ["answer", [a, b]], ["output", repr], ["error", traceback] or ["stopped", None]."""
+    try:
+        got = func(nums, target)
+    except ReadsStopped:
+        return ["stopped", None]
+    except BaseException as exc:  # noqa: BLE001 - whatever the code raises is the report
+        return ["error", user_traceback(exc)]
+    if isinstance(got, (list, tuple)) and len(got) == 2 and all(type(x) is int for x in got):
+        return ["answer", list(got)]
     import reprlib
 
-    return {"repr": reprlib.Repr().repr(list.__getitem__(value, slice(None)) if isinstance(value, list) else value)}
+    return ["output", reprlib.Repr().repr(got)]
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def run_harness(nonce: str) -> None:
-    """Sandbox entry: load solution.py, call the entry point on every case of cases.json, one JSON line per case."""
-    import contextlib
-    import sys
-
-    def emit(record: dict) -> None:
-        sys.__stdout__.write(f"{nonce} {json.dumps(record)}\n")
-        sys.__stdout__.flush()
-
-    entry, cases = json.loads(_read("entry.json")), json.loads(_read("cases.json"))
-    namespace = _leetcode_namespace()
+def main(style: str, name: str, replies_fd: int, requests_fd: int) -> None:
+    """Load solution.py, then for each test the judge hands out: call the entry point, send back what happened."""
+    judge = JudgeChannel(replies_fd, requests_fd)
+    namespace = leetcode_namespace()
     try:
-        with contextlib.redirect_stdout(_CappedText()):
-            exec(compile(_read("solution.py"), "solution.py", "exec"), namespace)
-            func = namespace["Solution"]().searchRange if entry["style"] == "leetcode" else namespace[entry["name"]]
-    except BaseException as exc:  # noqa: BLE001 - whatever the code raises is the report
-        emit({"load_error": _user_traceback(exc)})
+        with contextlib.redirect_stdout(CappedText()), open("solution.py", encoding="utf-8") as f:
+            exec(compile(f.read(), "solution.py", "exec"), namespace)
+            func = namespace["Solution"]().searchRange if style == "leetcode" else namespace[name]
+    except BaseException as exc:  # noqa: BLE001
+        judge.ask("failed " + json.dumps(user_traceback(exc)))
         return
-    for i, case in enumerate(cases):
-        nums = build_nums(case["parts"]) if case["parts"] else list(case["nums"])
-        arg = ReadCounter(nums, read_budget(len(nums))) if case["parts"] else nums
-        printed = _CappedText()
-        record: dict = {"case": i}
-        try:
-            with contextlib.redirect_stdout(printed):
-                record["got"] = _jsonable(func(arg, case["target"]))
-        except ReadBudgetExceeded:
-            record["over_budget"] = True
-        except BaseException as exc:  # noqa: BLE001
-            record["error"] = _user_traceback(exc)
-        if isinstance(arg, ReadCounter):
-            record["reads"] = arg.reads
-        emit(record | {"stdout": printed.getvalue()})
+    while (test := judge.ask("next")) != "end":
+        kind, target, data = test.split(" ", 2)
+        nums = json.loads(data) if kind == "small" else ServedList(judge.ask, int(data))
+        printed = CappedText()
+        with contextlib.redirect_stdout(printed):
+            result = outcome(func, nums, int(target))
+        judge.ask("result " + json.dumps([*result, printed.getvalue()]))
+    sys.stdout.flush()

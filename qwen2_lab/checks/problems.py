@@ -1,7 +1,8 @@
-"""The seed's three problems (two 2024 gaokao math questions and LeetCode 34) and LeetCode 34's test cases.
+"""The three problems shown at Qwen2's launch (two 2024 gaokao math questions and LeetCode 34), and LeetCode 34's
+test cases.
 
-A Case holds a small input literally, or a million-element one as parts that the sandbox builds
-(harness.build_nums); the expected answer is computed here, by definition or by arithmetic on the parts.
+A Case holds a small input literally, or a million-element one as parts (runs of one value, arithmetic ranges):
+the judge computes any element, and the expected answer, by arithmetic on the parts, and never builds the list.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Case:
-    """One LeetCode 34 test: `nums` literally (small) or as parts built in the sandbox (large).
+    """One LeetCode 34 test: `nums` literally (small) or as parts (large, served one element at a time).
 
     A part is ("repeat", value, count) or ("range", start, stop, step); parts are concatenated in order.
     """
@@ -53,6 +54,43 @@ class Case:
     def size(self) -> int:
         return sum(_part_len(k, a) for k, *a in self.parts) if self.parts else len(self.nums)
 
+    def values(self, indices: range) -> list[int]:
+        """nums[i] for each i in `indices` (each in 0..size-1), by arithmetic on the parts: O(len(indices))."""
+        if not self.parts:
+            return [self.nums[i] for i in indices]
+        return [self._value(i) for i in indices]
+
+    def _value(self, i: int) -> int:
+        offset = 0
+        for kind, *args in self.parts:
+            n = _part_len(kind, args)
+            if i < offset + n:
+                return args[0] if kind == "repeat" else range(*args)[i - offset]
+            offset += n
+        raise IndexError(i)
+
+    def varied(self, rng) -> Case:
+        """This large case with the same shape and size, its values shifted and its boundaries moved at random
+        (by up to 1/16 of a run), so that no answer can be known without reading (judge.draws_for).
+        Small cases come back as they are."""
+        if not self.parts:
+            return self
+        shift = rng.randrange(-1_000_000, 1_000_000)
+        parts = []
+        for kind, *args in self.parts:
+            if kind == "repeat":
+                parts.append(["repeat", args[0] + shift, args[1]])
+            else:  # slide the range down: the target's index moves, and a target above every element stays above
+                start, stop, step = args
+                slide = rng.randrange(len(range(*args)) // 16 + 1) * step
+                parts.append(["range", start + shift - slide, stop + shift - slide, step])
+        for a, b in zip(parts, parts[1:]):
+            if a[0] == b[0] == "repeat":
+                limit = min(a[2], b[2]) // 16
+                move = rng.randint(-limit, limit)
+                a[2], b[2] = a[2] + move, b[2] - move
+        return Case(self.target + shift, parts=tuple(tuple(p) for p in parts))
+
 
 def _part_len(kind: str, args: list) -> int:
     return args[1] if kind == "repeat" else len(range(*args))
@@ -69,7 +107,7 @@ def _part_hits(kind: str, args: list, target: int) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Problem:
-    """A seed problem: kind "set" or "count" (math, checked by check_answer) or "code" (checked by check_code)."""
+    """A problem of the launch: kind "set" or "count" (math, checked by check_answer) or "code" (by check_code)."""
 
     id: str
     kind: str

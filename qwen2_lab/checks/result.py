@@ -1,20 +1,36 @@
-"""What a check returns: CheckResult, and Failure for one failed test of check_code."""
+"""What a check returns: CheckResult, Failure for one failed test of check_code, Entry for where the judge calls
+in; failure_message, the repair request; and the cap on what a check reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..sandbox.text import clean_text
+
+MAX_REPLY = 100_000  # characters of a reply that a check reads; a longer reply is refused before any parsing
+
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed test of check_code, in LeetCode's words (kind: "Wrong Answer", "Runtime Error", ...)."""
+    """One failed test of check_code, in LeetCode's words (kind: "Wrong Answer", "Runtime Error", ...).
 
-    test: int  # 1-based, as in the report
+    test is 1-based, as in the report; 0 for a failure after the last test (the program did not end normally).
+    """
+
+    test: int
     kind: str
     input: str
     expected: str = ""
     got: str = ""
     detail: str = ""  # a traceback trimmed to the user's code, or an explanation
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where the judge calls in: style "leetcode" (Solution().searchRange) or "function" (a top-level def)."""
+
+    style: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,22 @@ class CheckResult:
     failures: tuple[Failure, ...] = ()
     tests_passed: int = 0
     tests_total: int = 0
-    max_reads: int | None = None  # code: most element reads in one call on a large input
+    max_reads: int | None = None  # code: most element reads in one call on a large input, counted by the judge
     sandbox: str = ""  # code: the sandbox run's one-line summary
+
+
+def failed(problem_id: str, kind: str, detail: str, **fields) -> CheckResult:
+    """A failed check that never ran anything: "Kind" on the first line of the report, the detail below."""
+    return CheckResult(False, clean_text(f"{kind}\n{detail}"), problem_id, **fields)
+
+
+def too_long(text: str, problem_id: str) -> CheckResult | None:
+    """The refusal of a reply longer than MAX_REPLY, or None: checked before any parsing, so time stays bounded."""
+    if len(text) <= MAX_REPLY:
+        return None
+    return failed(
+        problem_id, "Reply Too Long", f"The reply is {len(text):,} characters; checks read at most {MAX_REPLY:,}."
+    )
 
 
 def failure_message(report: str) -> str:
@@ -43,6 +73,6 @@ def failure_message(report: str) -> str:
     """
     return (
         "Your code did not pass the tests. Here is the report:\n\n"
-        f"```text\n{report.strip()}\n```\n\n"
+        f"```text\n{clean_text(report).strip()}\n```\n\n"
         "Please fix the code and give the complete corrected solution."
     )

@@ -12,68 +12,70 @@ further: it stacks independent defences, so that a program has to defeat several
 How one run goes:
 
     server ──Popen: python -I -S -B -c child.main() CONFIG, new session, minimal env, cwd = fresh temp dir──► supervisor
-    supervisor: unshare(pid, network, mount namespaces) ──fork──► confined child (pid 1 of the new pid namespace)
-    confined child: private tmpfs work dir, rlimits, become nobody, Landlock, seccomp, audit hook ──► exec(main.py)
-    server: reads stdout/stderr up to a cap, kills the process group at the deadline, deletes the temp dir
+    supervisor: unshare(pid, network, IPC, mount namespaces) ──fork──► confined child (pid 1 of the new pid namespace)
+    confined child: tmpfs work dir, rlimits, own uid, Landlock, seccomp, audit hook, status written ──► exec(main.py)
+    server: reads stdout/stderr up to a cap, answers requests (serve=), kills the process group at the deadline
 
-Each layer, what it stops, and what it does not (a layer the kernel refuses is skipped and left out of `.layers`):
+What holds, layer by layer (a layer the kernel refuses is skipped and left out of `.layers`):
 
-- child process, `python -I -S -B`: the server's memory, threads and sys.path stay out of reach; no user site,
-  no site-packages (stdlib only), no PYTHON* variables. Alone it stops nothing a hostile program would try.
-- minimal environment (PATH, LANG, HOME=TMPDIR=work dir): the server's variables (tokens, keys) are never passed.
-- fresh temporary work dir, removed afterwards: files the program writes vanish; a second run sees nothing of it.
-- wall-clock deadline + new session + SIGKILL to the whole process group: infinite loops, sleeps, hung children.
-- output cap read with a bounded reader (`max_output` bytes per stream, the run is killed past it): floods cannot
-  fill the server's memory or hang it on a full pipe.
-- rlimits: CPU seconds (a backstop to the deadline), address space (`memory_mb`: a memory bomb gets MemoryError),
-  file size (a huge file gets EFBIG), open files, no core dumps, and processes (`max_processes`, counted per user:
-  enforced only when the child runs as nobody or in its own user namespace). RLIMIT_AS counts virtual memory, not resident memory.
-- pid namespace (unshare(CLONE_NEWPID), root or user namespace): the program is pid 1 of its own namespace; when it
-  exits or is killed, the kernel kills every process it started, even ones that called setsid() to leave the
-  process group. It cannot see or signal the server's processes by pid. Quirk: pid 1 ignores signals it sends to
-  itself (os.kill(os.getpid(), SIGTERM) does nothing).
-- network namespace (CLONE_NEWNET): only a loopback that is down; no TCP, UDP, DNS or the server's own port. It does
-  not cover UNIX sockets bound to file paths (seccomp and the audit hook do).
-- mount namespace (root only): the work dir becomes a tmpfs of `disk_mb` (bounding total disk use, not just one
-  file); directories that "others" cannot enter on the way to the stdlib (pyenv under /root) are covered with a
-  tmpfs that holds a bind mount of the stdlib only, so the rest of /root stays invisible.
-- unprivileged user (root only: setgroups([]), gid/uid 65534 "nobody"): every capability is gone; root-owned
-  secrets (/etc/shadow, 0600 files) and root's processes are out of reach. World-readable files are still readable
-  at this layer alone (repo files, /etc/passwd): Landlock and the audit hook close that. Non-root servers create a
-  user namespace instead and drop its capabilities; the program then keeps the server user's file permissions.
-- Landlock (Linux >= 5.13, checked at run time, unprivileged): the kernel allows reading only the stdlib, system
-  libraries, /etc/ld.so.cache and a few devices, and writing only the work dir; from ABI 4 it denies every TCP bind
-  and connect; from ABI 6 it denies signals to processes outside the sandbox and abstract UNIX sockets. It does not
-  restrict stat() (a program can learn that a path exists), UDP, or connect() to a UNIX socket file.
-- seccomp filter (x86_64 and aarch64): socket(2) and io_uring_setup fail with EPERM, so no socket of any family
-  can be made, including a UNIX socket file in a world-writable directory (the case Landlock and the network
-  namespace both miss: they let connect() reach such a file).
-- audit hook (PEP 578, installed in the child before user code): blocks open/listdir outside the work dir and the
-  stdlib, writes and deletes outside the work dir, sockets, fork/exec/subprocess/os.system/posix_spawn, os.kill of
-  other processes, ctypes, gc.get_objects/referrers, rlimit changes, and fresh imports of _posixsubprocess, _ctypes
-  and the subinterpreter modules (_posixsubprocess.fork_exec, which raises no event, is replaced by a refusal). It turns a violation into a clear PermissionError and a `blocked` entry in the result.
-  It is NOT a security boundary on its own (PEP 578 says so): C code that skips audit events, or a program that
-  finds and mutates the hook's state, bypasses it. It exists for clear messages and as one more layer.
+- child process, `python -I -S -B`, minimal environment (PATH, LANG, HOME=TMPDIR=work dir), fresh work dir removed
+  afterwards: the server's memory, variables (tokens, keys) and sys.path stay out of reach; stdlib only.
+- wall-clock deadline + new session + SIGKILL to the whole process group; output read with a bounded reader
+  (`max_output` bytes per stream, the run is killed past it): loops, sleeps and floods cannot hang or fill the server.
+- stdin: /dev/null, or an unlinked temporary file opened read-only. The status pipe (the layers, or why the setup
+  failed) is written and closed before user code runs, so nothing the program writes can change `.layers` or fake
+  a setup failure. sys.argv is ["main.py"].
+- rlimits: CPU seconds, address space (`memory_mb`: a memory bomb gets MemoryError), file size, 64 open files, no
+  core dumps, and `max_processes` threads (RLIMIT_NPROC). The count is per run: as root the program runs as a uid of
+  its own (RUN_UID_BASE + the supervisor's pid, unused on the system), otherwise in a user namespace of its own.
+- seccomp filter (x86_64, aarch64): socket, socketpair and io_uring fail, so no socket of any family can be made;
+  fork, vfork, execve and clone without CLONE_THREAD fail, so the program is one process whose threads share one
+  address space, all of it under `memory_mb`; memfd_create, memfd_secret, shmget, shmat, msgget and mq_open fail, so
+  no anonymous file or shared memory holds RAM outside that address space.
+- pid namespace: the program is pid 1 of its own namespace; when it ends, every process in it dies. Quirk: pid 1
+  ignores signals it sends to itself (os.kill(os.getpid(), SIGTERM) does nothing).
+- network namespace: only a loopback that is down. IPC namespace: the host's System V objects are out of sight.
+- mount namespace (root): the work dir is a tmpfs of `disk_mb`, the one place it can write (with Landlock), so a
+  run holds at most `memory_mb` + `disk_mb` of RAM; directories others cannot enter on the way to the stdlib (pyenv
+  under /root) are covered by a tmpfs holding a bind mount of the stdlib only.
+- own uid (root): no capabilities; root's files (/etc/shadow) and processes are out of reach. Non-root servers use a
+  user namespace instead, with its capabilities dropped; the program keeps the server user's file permissions.
+- Landlock (Linux >= 5.13): read only the stdlib, system libraries and two devices; write only the work dir (so not
+  /dev/shm); execute nothing; from ABI 4 no TCP bind or connect; from ABI 6 no signals out, no abstract UNIX sockets.
+- audit hook (PEP 578): refuses opening files outside the work dir and the stdlib, sockets, process creation, ctypes,
+  gc.get_objects and more, with a clear PermissionError and a `blocked` entry. MESSAGES ONLY, never a boundary: it
+  runs inside the program's process, which can reach its frame from a traceback, load modules past it
+  (importlib.import_module("_ctypes")) and write fake `blocked` lines on its pipe. Every limit above is the kernel's;
+  the hook only explains them, and nothing is decided on `blocked`.
 
-What the sandbox does NOT stop: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step);
-CPU contention with the server while it runs (up to `timeout` seconds; threads and C code that releases the GIL can
-use several cores); RAM used by the tmpfs (bounded by `disk_mb`); stat() of any path; reading the stdlib and system
-libraries; signals to other sandboxes run as nobody where there is neither
-a pid namespace nor Landlock ABI 6; reading world-readable files where there is neither Landlock nor the audit hook;
-covert channels such as timing. Off Linux only the child process, rlimits, session kill, environment, work dir,
-output cap and audit hook remain. `skip_layers` switches layers off for tests that prove each remaining layer on its
-own; never use it when serving.
+serve=: a request channel for a trusted judge. The program writes request lines to fd CHANNEL_OUT and reads one
+reply line each from fd CHANNEL_IN; serve(request) runs in this process, in order. A request over REQUEST_CAP bytes,
+more than MAX_REQUESTS of them, or a reply left unread ends the run, so the server never blocks or buffers without
+bound. qwen2_lab.checks keeps its verdict here and serves test data one question at a time.
+
+Everything shown or sent back (stdout, stderr, blocked) goes through clean_text: no control characters (newline and
+tab stay, a carriage return becomes a newline), no ANSI escape sequences, no bidi controls.
+
+What does NOT hold: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step); CPU contention
+while it runs (threads can use several cores for `timeout` seconds); kernel memory that no rlimit counts, small and
+bounded by the 64 open files (pipe buffers, at most 1 MB each); stat() of any path; reading the stdlib and system
+libraries; covert channels such as timing. Without Landlock (kernel < 5.13), files outside the work dir are guarded
+only by the uid's permissions: world-writable tmpfs directories (/dev/shm) then hold RAM past `memory_mb`; without
+seccomp (another architecture), fork multiplies `memory_mb` by up to `max_processes`. Off Linux only the child
+process, rlimits, session kill, environment, work dir, output cap and audit hook remain. `skip_layers` switches
+layers off for tests that prove each remaining layer on its own; never use it when serving.
 
 Where each piece lives (the child imports every module at start-up, before any confinement):
 
-    __init__.py    run_python: validate, write the work dir, spawn the child
-    collect.py     bounded reading of its output, the deadline, killing its process group
+    __init__.py    run_python: validate, write the work dir, open the pipes, spawn the child
+    collect.py     bounded reading of its output, the request channel, the deadline, killing its process group
     result.py      SandboxResult, and the plain-words reason for a limit that was hit
     child.py       the supervisor, the order of confinement, and the runner of main.py
-    namespaces.py  pid/net/mount (or user) namespaces, the stdlib bind mount and the tmpfs work dir
+    namespaces.py  pid/net/IPC/mount (or user) namespaces, the stdlib bind mount and the tmpfs work dir
     limits.py      rlimits, and the dropped capabilities of a user namespace
     landlock.py    seccomp.py    audit.py    one layer each
-    common.py      what both sides share: NOBODY, libc, the status channel, writing files
+    text.py        clean_text, for everything shown or sent back
+    common.py      what both sides share: the run's uid, the channel's fds, libc, status lines, writing files
 """
 
 from __future__ import annotations
@@ -82,17 +84,28 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from .collect import _collect
-from .common import NOBODY, _write_files
-from .result import SandboxResult, _result
+from .collect import MAX_REQUESTS, REQUEST_CAP, collect
+from .common import CHANNEL_IN, CHANNEL_OUT, RUN_UID_BASE, write_files
+from .result import SandboxResult, to_result
+from .text import clean_text
 
 # `subprocess`, `selectors`, `shutil`, `tempfile` and `ctypes` are imported inside functions on purpose: the child
 # imports this package too, and a module loaded there before the audit hook (notably _posixsubprocess, which can
 # fork without any audit event) would stay reachable from user code through sys.modules.
 
-__all__ = ["NOBODY", "SKIPPABLE_LAYERS", "SandboxResult", "run_python"]
+__all__ = [
+    "CHANNEL_IN",
+    "CHANNEL_OUT",
+    "MAX_REQUESTS",
+    "REQUEST_CAP",
+    "RUN_UID_BASE",
+    "SKIPPABLE_LAYERS",
+    "SandboxResult",
+    "clean_text",
+    "run_python",
+]
 
 SKIPPABLE_LAYERS = ("audit", "landlock", "netns", "seccomp", "uid")
 
@@ -107,58 +120,91 @@ def run_python(
     files: Mapping[str, str | bytes] | None = None,
     disk_mb: int = 64,
     max_processes: int = 32,
+    serve: Callable[[str], str | None] | None = None,
     skip_layers: Iterable[str] = (),
 ) -> SandboxResult:
     """Run `code` as `main.py` in a confined child process and return what happened; never raises for bad code.
 
-    stdin: text or bytes fed to the program; files: extra files for its work dir ({"data.json": "..."}), relative
-    paths only; timeout: wall-clock seconds for the whole run; memory_mb: address-space limit; max_output: bytes
-    kept per stream (past it the run is killed); disk_mb: size of the work dir (and the largest file);
-    max_processes: RLIMIT_NPROC for the nobody user; skip_layers: test-only, see SKIPPABLE_LAYERS.
+    stdin: text or bytes the program reads (read-only; empty when None); files: extra files for its work dir
+    ({"data.json": "..."}), relative paths only; timeout: wall-clock seconds for the whole run; memory_mb: its
+    address space; max_output: bytes kept per stream (past it the run is killed); disk_mb: size of the work dir (and
+    the largest file); max_processes: threads it may run at once (RLIMIT_NPROC of its own uid); serve: answers the
+    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS.
+
+    serve(request) -> reply: the program writes one request line to fd CHANNEL_OUT and reads one reply line from fd
+    CHANNEL_IN; this process calls serve for each request, in order, while the program runs, and writes the reply
+    back (None ends the run). Requests are untrusted text: at most REQUEST_CAP bytes, MAX_REQUESTS per run. This is
+    how a trusted judge (qwen2_lab.checks) serves test data one question at a time and keeps its verdict out of
+    the program's reach.
     """
     import shutil
     import subprocess
     import tempfile
 
-    skip = _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
+    skip = _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
+    ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
     try:
-        _write_files(workdir, {"main.py": code, **(files or {})})
-        status_r, status_w = os.pipe()
+        write_files(workdir, {"main.py": code, **(files or {})})
+        for name in ("stdout", "stderr", "status", "messages"):
+            ours[name], theirs[name] = os.pipe()
+        if serve is not None:
+            ours["requests"], theirs["requests"] = os.pipe()
+            theirs["replies"], ours["replies"] = os.pipe()
         config = {
             "workdir": workdir,
             "timeout": timeout,
             "memory_mb": memory_mb,
             "disk_mb": disk_mb,
             "max_processes": max_processes,
-            "status_fd": status_w,
+            "status_fd": theirs["status"],
+            "messages_fd": theirs["messages"],
+            "channel": [theirs["replies"], theirs["requests"]] if serve is not None else None,
             "skip": sorted(skip),
         }
-        argv = _child_argv(config)
-        with tempfile.TemporaryFile() as stdin_file:
-            stdin_file.write(stdin.encode() if isinstance(stdin, str) else (stdin or b""))
-            stdin_file.seek(0)
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=workdir,
-                    env=_minimal_env(workdir),
-                    stdin=stdin_file,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    pass_fds=(status_w,),
-                    start_new_session=True,
-                )
-            except BaseException:
-                os.close(status_r)
-                raise
-            finally:
-                os.close(status_w)
-        streams = _collect(proc, status_r, deadline=start + timeout, cap=max_output)
+        stdin_fd = _stdin_fd(stdin)
+        try:
+            proc = subprocess.Popen(
+                _child_argv(config),
+                cwd=workdir,
+                env=_minimal_env(workdir),
+                stdin=stdin_fd,
+                stdout=theirs["stdout"],
+                stderr=theirs["stderr"],
+                pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
+                start_new_session=True,
+            )
+        finally:
+            os.close(stdin_fd)
+            for fd in theirs.values():
+                os.close(fd)
+            theirs.clear()
+        pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
+        channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
+        streams = collect(proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel)
     finally:
+        for fd in [*ours.values(), *theirs.values()]:
+            os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
-    return _result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+    return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _stdin_fd(stdin: str | bytes | None) -> int:
+    """A read-only fd for the program's stdin: /dev/null, or an unlinked temporary file holding the bytes. The
+    program can read it, never write to it (writing would grow a file outside its work dir)."""
+    import tempfile
+
+    data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    if not data:
+        return os.open(os.devnull, os.O_RDONLY)
+    handle, path = tempfile.mkstemp(prefix="qwen2-lab-stdin-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        return os.open(path, os.O_RDONLY)
+    finally:
+        os.unlink(path)
 
 
 def _child_argv(config: dict) -> list[str]:
@@ -170,10 +216,12 @@ def _child_argv(config: dict) -> list[str]:
     return [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", boot, json.dumps(config)]
 
 
-def _validate(code, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files) -> set[str]:
+def _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files) -> set[str]:
     """Fail early, naming the bad argument; return the layers to skip as a set."""
     if not isinstance(code, str):
         raise TypeError(f"code must be a str of Python source, got {type(code).__name__}")
+    if stdin is not None and not isinstance(stdin, (str, bytes)):
+        raise TypeError(f"stdin must be str, bytes or None, got {type(stdin).__name__}")
     checks = {"timeout": (timeout, 0.1), "memory_mb": (memory_mb, 64), "max_output": (max_output, 1)}
     checks |= {"disk_mb": (disk_mb, 1), "max_processes": (max_processes, 1)}
     for name, (value, low) in checks.items():

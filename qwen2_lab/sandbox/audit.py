@@ -1,12 +1,17 @@
-"""The audit hook (PEP 578): the last layer, installed just before user code, that turns forbidden operations into
-a clear PermissionError and a `blocked` line on the status channel. Not a security boundary on its own."""
+"""The audit hook (PEP 578): installed just before user code, it turns forbidden operations into a clear
+PermissionError and a `blocked` line on the messages pipe.
+
+Messages only, never a boundary: it runs inside the program's own process, so the program can reach it (its frame
+shows in the traceback of a refused call), load modules past it (importlib.import_module("_ctypes")), or write fake
+`blocked` lines on its pipe. Every limit that must hold is enforced by the kernel layers; the hook explains them.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from .common import _report
+from .common import send_line
 
 _DENIED_EVENTS = frozenset(
     "os.fork os.forkpty os.exec os.posix_spawn os.spawn os.system os.startfile os.killpg subprocess.Popen pty.spawn "
@@ -24,8 +29,8 @@ _WRITE_EVENTS = frozenset(
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
-def _install_audit_hook(workdir: str, read_roots: list[str], status_fd: int) -> None:
-    """Refuse the operations listed above with PermissionError; report the first 20 on the status channel."""
+def install_audit_hook(workdir: str, read_roots: list[str], messages_fd: int) -> None:
+    """Refuse the operations listed above with PermissionError; report the first 20 on the messages pipe."""
     writable = (workdir,)
     readable = (workdir, *read_roots, "/dev/null", "/dev/urandom")
     own_pid = os.getpid()
@@ -66,7 +71,7 @@ def _install_audit_hook(workdir: str, read_roots: list[str], status_fd: int) -> 
             return
         if reported[0] < 20:
             reported[0] += 1
-            _report(status_fd, f"blocked {reason}")
+            send_line(messages_fd, f"blocked {reason}")
         raise PermissionError(f"sandbox: {reason} is not allowed here")
 
     sys.addaudithook(hook)

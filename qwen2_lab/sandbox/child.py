@@ -1,9 +1,10 @@
 """The child side: the supervisor, the order in which the confined child takes on every layer, and the runner.
 
-Everything here runs in the supervisor (outside the new pid namespace, still the server's user) or in the confined
-child (pid 1 inside it), never in the server. The child imports this whole package at start-up, before any
-confinement, and never again: once the mounts, nobody and Landlock are in place, the package's files may be out of
-its reach.
+Everything here runs in the supervisor (outside the new pid namespace, still the server's user) or in the confined child
+(pid 1 inside it), never in the server. Only the confined child runs user code, and by then it holds no pipe that the
+server trusts: the status line (the layers, or why the setup failed) is written and its pipe closed first. The child
+imports this whole package at start-up, before any confinement, and never again: once the mounts, the run's own uid and
+Landlock are in place, the package's files may be out of its reach.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import signal
 import sys
 
-from .audit import _install_audit_hook
-from .common import _PR_SET_PDEATHSIG, _SETUP_FAILED, NOBODY, _libc, _report
-from .landlock import _landlock
-from .limits import _drop_capabilities, _set_rlimits
-from .namespaces import _chown_tree, _enter_namespaces, _private_mounts
-from .seccomp import _seccomp_no_sockets
+from .audit import install_audit_hook
+from .common import CHANNEL_IN, CHANNEL_OUT, PR_SET_PDEATHSIG, RUN_UID_BASE, SETUP_FAILED, libc, send_line
+from .landlock import install_landlock
+from .limits import drop_capabilities, set_rlimits
+from .namespaces import chown_tree, enter_namespaces, private_mounts
+from .seccomp import install_seccomp
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))  # the sandbox's own files, hidden from tracebacks
 
@@ -41,11 +42,14 @@ def main() -> None:
 
 def _child_main(config: dict) -> None:
     """Supervisor: enter new namespaces, fork the confined child, and exit the way it exited."""
-    namespaces = _enter_namespaces(config["skip"])
+    _lift_fds(config)
+    namespaces = enter_namespaces(config["skip"])
+    supervisor = os.getpid()  # in the server's pid namespace: unique among live processes, so a uid of the run's own
     pid = os.fork()
     if pid == 0:
-        _confined_child(config, namespaces)  # ends with SystemExit: the interpreter exits normally from there
-    os.close(config["status_fd"])
+        _confined_child(config, namespaces, supervisor)  # ends with SystemExit: the interpreter exits normally there
+    for fd in _pipes(config):
+        os.close(fd)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code < 0 and -code not in (signal.SIGKILL, signal.SIGSTOP):
@@ -55,53 +59,78 @@ def _child_main(config: dict) -> None:
     os._exit(code if code >= 0 else 128 - code)
 
 
-def _confined_child(config: dict, namespaces: set[str]) -> None:
-    """Confined child: apply every remaining layer, report them, then run main.py. Never runs user code unconfined."""
+def _pipes(config: dict) -> list[int]:
+    return [config["status_fd"], config["messages_fd"], *(config["channel"] or [])]
+
+
+def _lift_fds(config: dict) -> None:
+    """Move the server's pipes to fds >= 10, so that CHANNEL_IN and CHANNEL_OUT (3, 4) are free to take."""
+    import fcntl
+
+    lifted = {}
+    for fd in _pipes(config):
+        lifted[fd] = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+        os.close(fd)
+    config["status_fd"], config["messages_fd"] = lifted[config["status_fd"]], lifted[config["messages_fd"]]
+    config["channel"] = [lifted[fd] for fd in config["channel"]] if config["channel"] else None
+
+
+def _confined_child(config: dict, namespaces: set[str], supervisor: int) -> None:
+    """Confined child: apply every remaining layer, report them, close the status pipe, then run main.py. Never runs
+    user code unconfined, and never with the status pipe open."""
+    status = config["status_fd"]
     try:
-        layers = _confine(config, namespaces)
+        layers = _confine(config, namespaces, supervisor)
     except BaseException as exc:  # noqa: BLE001 - any failure here must stop the run, whatever it is
+        send_line(status, f"setup-failed {exc!r}")
         os.write(2, f"sandbox: setup failed: {exc!r}\n".encode())
-        os._exit(_SETUP_FAILED)
-    _report(config["status_fd"], "layers " + " ".join(layers))
+        os._exit(SETUP_FAILED)
+    send_line(status, "layers " + " ".join(layers))
+    os.close(status)
+    sys.argv = ["main.py"]
     sys.exit(_run_main("main.py"))
 
 
-def _confine(config: dict, namespaces: set[str]) -> list[str]:
+def _confine(config: dict, namespaces: set[str], supervisor: int) -> list[str]:
     """Apply the layers in the only order that works (mounts need root, Landlock needs no_new_privs...)."""
     import linecache  # noqa: F401 - the runner's own modules, loaded while the stdlib is surely readable
     import traceback  # noqa: F401
     import types  # noqa: F401
 
     workdir, skip = config["workdir"], set(config["skip"])
-    become_nobody = os.geteuid() == 0 and "uid" not in skip
-    uid = NOBODY if become_nobody else os.getuid()
+    own_user = os.geteuid() == 0 and "uid" not in skip
+    uid = RUN_UID_BASE + supervisor if own_user else os.getuid()
     read_roots = [p for p in dict.fromkeys(os.path.realpath(p) for p in sys.path if p) if os.path.isdir(p)]
     layers = ["process", "env", "workdir", "deadline", "output-cap", "rlimits", *sorted(namespaces)]
-    if "mountns" in namespaces and _private_mounts(workdir, read_roots, config["disk_mb"], uid):
+    if "mountns" in namespaces and private_mounts(workdir, read_roots, config["disk_mb"], uid):
         layers.append("tmpfs")
-    elif become_nobody:
-        _chown_tree(workdir, uid)
+    elif own_user:
+        chown_tree(workdir, uid)
     os.chdir(workdir)
-    _set_rlimits(config, count_processes=become_nobody or "userns" in namespaces)
-    if become_nobody:
+    set_rlimits(config, count_processes=own_user or "userns" in namespaces)
+    if own_user:
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)  # from here on: no capabilities, and setuid(0) fails
+        os.setgid(uid)
+        os.setuid(uid)  # from here on: no capabilities, setuid(0) fails, and the process count is this run's own
         layers.append("uid")
     elif "userns" in namespaces:
-        _drop_capabilities()
+        drop_capabilities()
     if sys.platform.startswith("linux"):
-        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
-    if "landlock" not in skip and (abi := _landlock(workdir, read_roots)):
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
+    if "landlock" not in skip and (abi := install_landlock(workdir, read_roots)):
         layers.append(f"landlock-v{abi}")
-    if "seccomp" not in skip and _seccomp_no_sockets():
+    if "seccomp" not in skip and install_seccomp():
         layers.append("seccomp")
+    if config["channel"]:
+        for fd, fixed in zip(config["channel"], (CHANNEL_IN, CHANNEL_OUT)):
+            os.dup2(fd, fixed)
+            os.close(fd)
     for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
         del sys.modules[name]  # a fresh `import ctypes` now fires an audit event the hook refuses
     _disarm_fork_exec()
     sys.path.insert(0, workdir)
     if "audit" not in skip:
-        _install_audit_hook(workdir, read_roots, config["status_fd"])
+        install_audit_hook(workdir, read_roots, config["messages_fd"])
         layers.append("audit")
     return layers
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import struct
 
-from .common import _libc
+from .common import libc
 
 
-def _set_rlimits(config: dict, count_processes: bool) -> None:
-    """CPU, address space, file size, open files, core dumps; processes only where the count is ours alone."""
+def set_rlimits(config: dict, count_processes: bool) -> None:
+    """CPU, address space, file size, open files, core dumps; processes (and threads) only where the count is this
+    run's alone: its own uid, or its own user namespace."""
     import resource
 
     cpu = math.ceil(config["timeout"]) + 1
@@ -30,11 +31,11 @@ def _set_rlimits(config: dict, count_processes: bool) -> None:
         resource.setrlimit(res, (soft, hard))
 
 
-def _drop_capabilities() -> None:
+def drop_capabilities() -> None:
     """capset(2) to empty sets: the capabilities a new user namespace grants are of no use to the program."""
     import ctypes
 
     header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     data = bytes(24)  # two {effective, permitted, inheritable} u32 triples, all zero
-    if _libc().capset(ctypes.c_char_p(header), ctypes.c_char_p(data)) != 0:
+    if libc().capset(ctypes.c_char_p(header), ctypes.c_char_p(data)) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")

@@ -1,5 +1,5 @@
-"""Namespaces and mounts: unshare pid, network and mount namespaces (or a user namespace when not root), then make
-the stdlib reachable for nobody and put the work dir on a tmpfs of `disk_mb`."""
+"""Namespaces and mounts: unshare pid, network, IPC and mount namespaces (or a user namespace when not root), then
+make the stdlib reachable for the run's uid and put the work dir on a tmpfs of `disk_mb`."""
 
 from __future__ import annotations
 
@@ -8,47 +8,48 @@ import os
 import stat
 import sys
 
-from .common import _libc, _write_files
+from .common import libc, write_files
 
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
+_CLONE_NEWPID, _CLONE_NEWNET = 0x20000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
 
 
-def _enter_namespaces(skip: list[str]) -> set[str]:
-    """unshare() what the kernel allows: as root pid+net+mount; otherwise a user namespace first, then pid+net."""
+def enter_namespaces(skip: list[str]) -> set[str]:
+    """unshare() what the kernel allows: as root pid+net+ipc+mount; otherwise a user namespace first, then
+    pid+net+ipc. The IPC namespace keeps the host's System V shared memory and queues out of reach."""
     if not sys.platform.startswith("linux"):
         return set()
-    libc = _libc()
-    wanted = {"pidns": _CLONE_NEWPID, "netns": _CLONE_NEWNET}
+    c = libc()
+    wanted = {"pidns": _CLONE_NEWPID, "netns": _CLONE_NEWNET, "ipcns": _CLONE_NEWIPC}
     if "netns" in skip:
         del wanted["netns"]
     if os.geteuid() == 0:
         wanted["mountns"] = _CLONE_NEWNS
-    elif libc.unshare(_CLONE_NEWUSER) == 0:
+    elif c.unshare(_CLONE_NEWUSER) == 0:
         wanted["userns"] = 0  # entered already; gives the capabilities the other unshares need
     else:
         return set()
-    if libc.unshare(sum(wanted.values())) == 0:
+    if c.unshare(sum(wanted.values())) == 0:
         return set(wanted)
-    return {name for name, flag in wanted.items() if flag == 0 or libc.unshare(flag) == 0}
+    return {name for name, flag in wanted.items() if flag == 0 or c.unshare(flag) == 0}
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
     """mount(2) through libc, raising OSError with the kernel's reason."""
-    libc = _libc()
     enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+    if libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
         import ctypes
 
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
 
-def _private_mounts(workdir: str, read_roots: list[str], disk_mb: int, uid: int) -> bool:
-    """In the new mount namespace: stdlib reachable for nobody, work dir on a tmpfs. False if the kernel refuses.
+def private_mounts(workdir: str, read_roots: list[str], disk_mb: int, uid: int) -> bool:
+    """In the new mount namespace: stdlib reachable for the run's uid, work dir on a tmpfs. False if the kernel refuses.
 
     Best effort: a container may grant the namespace but refuse mounts; the other layers then still apply (and
-    if the stdlib sits under a directory nobody cannot enter, only modules imported already can be used).
+    if the stdlib sits under a directory the run's uid cannot enter, only modules imported already can be used).
     """
     try:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing below leaks back to the server's mount table
@@ -72,7 +73,7 @@ def _hidden_ancestor(path: str) -> str | None:
 
 
 def _expose_to_others(roots: list[str], stage: str) -> None:
-    """Make each read root reachable by nobody: cover its hidden ancestor with a tmpfs holding only the root.
+    """Make each read root reachable by any user: cover its hidden ancestor with a tmpfs holding only the root.
 
     The root is bind-mounted to a staging dir first (while still reachable), the ancestor is covered, the path is
     recreated inside the tmpfs, and the bind is moved into place. Everything else under the ancestor disappears.
@@ -104,11 +105,11 @@ def _workdir_tmpfs(workdir: str, disk_mb: int, uid: int) -> None:
                 saved.append((os.path.relpath(path, workdir), f.read()))
     options = f"size={disk_mb}m,nr_inodes=4096,mode=700,uid={uid},gid={uid}"
     _mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
-    _write_files(workdir, dict(saved))
-    _chown_tree(workdir, uid)
+    write_files(workdir, dict(saved))
+    chown_tree(workdir, uid)
 
 
-def _chown_tree(top: str, uid: int) -> None:
+def chown_tree(top: str, uid: int) -> None:
     """Give the work dir and everything in it to `uid`."""
     for dirpath, dirnames, filenames in os.walk(top):
         for path in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:

@@ -1,16 +1,22 @@
-"""SandboxResult, and how the server turns a finished run (exit status, output, status channel) into one."""
+"""SandboxResult, and how the server turns a finished run (exit status, output, status pipes) into one."""
 
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
 
-from .common import _SETUP_FAILED
+from .collect import MAX_REQUESTS, REQUEST_CAP
+from .text import clean_text
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """What a sandboxed run did. `returncode` is negative for a signal (-9: SIGKILL), None if it never started."""
+    """What a sandboxed run did. `returncode` is negative for a signal (-9: SIGKILL), None if it never started.
+
+    stdout, stderr and blocked went through clean_text (no control characters, no ANSI sequences). `layers` comes
+    from the sandbox before user code ran; `blocked` from the audit hook inside the program's process, so a hostile
+    program could add to it: it explains, it never decides anything.
+    """
 
     returncode: int | None
     stdout: str
@@ -45,29 +51,41 @@ class SandboxResult:
         return head
 
 
-def _result(returncode, streams, duration, timeout, memory_mb, max_output) -> SandboxResult:
+STOP_REASONS = {
+    "output": "output over {max_output:,} bytes",
+    "request": f"a request refused (over {REQUEST_CAP:,} bytes, past {MAX_REQUESTS:,} requests, or replies unread)",
+    "served": "stopped by the server's request handler",
+    "timeout": "wall-clock timeout after {timeout:g} s",
+}
+
+
+def to_result(returncode, streams, duration, timeout, memory_mb, max_output) -> SandboxResult:
     """Turn raw bytes and exit status into a SandboxResult with a plain-words reason for any limit hit."""
-    stderr = streams["stderr"].decode("utf-8", "replace")
-    status = streams["status"].decode("utf-8", "replace").splitlines()
-    layers = next((line.split()[1:] for line in status if line.startswith("layers ")), [])
-    blocked = tuple(line[len("blocked ") :] for line in status if line.startswith("blocked "))
-    reason = {"timeout": f"wall-clock timeout after {timeout:g} s", "output": f"output over {max_output:,} bytes"}
-    killed_reason = reason.get(streams["stop"]) or _limit_reason(returncode, stderr, memory_mb)
+    decode = lambda name: clean_text(streams[name].decode("utf-8", "replace"))  # noqa: E731
+    stderr = decode("stderr")
+    status = streams["status"].decode("utf-8", "replace").splitlines()[:1]  # written before user code ran
+    layers = status[0].split()[1:] if status and status[0].startswith("layers ") else []
+    setup_failed = status[0][len("setup-failed ") :] if status and status[0].startswith("setup-failed ") else None
+    blocked = tuple(line[len("blocked ") :] for line in decode("messages").splitlines() if line.startswith("blocked "))
+    stop = streams["stop"]
+    killed_reason = STOP_REASONS[stop].format(timeout=timeout, max_output=max_output) if stop else None
+    if setup_failed is not None:
+        killed_reason = f"sandbox: setup failed: {clean_text(setup_failed)}"
     return SandboxResult(
         returncode=returncode,
-        stdout=streams["stdout"].decode("utf-8", "replace"),
+        stdout=decode("stdout"),
         stderr=stderr,
         duration=duration,
-        timed_out=streams["stop"] == "timeout",
-        killed_reason=killed_reason,
-        truncated=streams["stop"] == "output",
-        blocked=blocked,
+        timed_out=stop == "timeout",
+        killed_reason=killed_reason or limit_reason(returncode, stderr, memory_mb),
+        truncated=stop == "output",
+        blocked=blocked[:20],
         layers=tuple(layers),
     )
 
 
-def _limit_reason(returncode: int | None, stderr: str, memory_mb: int) -> str | None:
-    """Name the limit behind an exit status: a signal, the memory limit, or a failed confinement."""
+def limit_reason(returncode: int | None, stderr: str, memory_mb: int) -> str | None:
+    """Name the limit behind an exit status: a signal, or the memory limit (a MemoryError the program did not catch)."""
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     if returncode is not None and returncode < 0:
         sig = -returncode
@@ -81,6 +99,4 @@ def _limit_reason(returncode: int | None, stderr: str, memory_mb: int) -> str | 
             return f"killed by signal {sig}"
     if returncode and last.startswith("MemoryError"):
         return f"memory limit ({memory_mb} MB)"
-    if returncode == _SETUP_FAILED and last.startswith("sandbox: setup failed"):
-        return last
     return None

@@ -1,0 +1,412 @@
+"""check_code end to end, in the sandbox: right, slow, wrong, crashing and looping solutions, then solutions that try
+to fool the judge, written as an attacker would. The judge lives in this process; none of them may be Accepted."""
+
+import math
+import textwrap
+
+import pytest
+
+from qwen2_lab.checks import check_code, problem
+
+LEETCODE = problem("leetcode-34")
+# ---------------------------------------------------------------------------------------------------------------
+# check_code end to end, in the sandbox
+# ---------------------------------------------------------------------------------------------------------------
+
+LARGE = [i + 1 for i, c in enumerate(LEETCODE.tests) if c.large]  # 1-based test numbers of the counted cases
+LONG_RUNS = [i + 1 for i, c in enumerate(LEETCODE.tests) if c.large and c.expected()[1] - c.expected()[0] > 1000]
+
+BISECT_LEETCODE = """Here is an O(log n) solution:
+
+```python
+class Solution:
+    def searchRange(self, nums: List[int], target: int) -> List[int]:
+        lo = bisect.bisect_left(nums, target)
+        if lo == len(nums) or nums[lo] != target:
+            return [-1, -1]
+        return [lo, bisect.bisect_right(nums, target) - 1]
+```
+
+Example:
+
+```python
+print(Solution().searchRange([5, 7, 7, 8, 8, 10], 8))  # [3, 4]
+```
+"""
+
+BARE_BINARY_SEARCH = """```python
+def searchRange(nums, target):
+    def first(strict):
+        lo, hi = 0, len(nums)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if nums[mid] < target or (strict and nums[mid] == target):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+    a = first(False)
+    if a == len(nums) or nums[a] != target:
+        return [-1, -1]
+    return [a, first(True) - 1]
+```"""
+
+LINEAR_SCAN = """
+def searchRange(nums, target):
+    hits = [i for i, x in enumerate(nums) if x == target]
+    return [hits[0], hits[-1]] if hits else [-1, -1]
+"""
+
+FIND_THEN_EXPAND = """
+def searchRange(nums, target):
+    i = bisect.bisect_left(nums, target)
+    if i == len(nums) or nums[i] != target:
+        return [-1, -1]
+    j = i
+    while j + 1 < len(nums) and nums[j + 1] == target:
+        j += 1
+    return [i, j]
+"""
+
+IN_AND_INDEX = """
+class Solution:
+    def searchRange(self, nums, target):
+        if target not in nums:
+            return [-1, -1]
+        return [nums.index(target), len(nums) - 1 - nums[::-1].index(target)]
+"""
+
+OFF_BY_ONE = """
+class Solution:
+    def searchRange(self, nums, target):
+        lo = bisect.bisect_left(nums, target)
+        if lo == len(nums) or nums[lo] != target:
+            return [-1, -1]
+        return [lo, bisect.bisect_right(nums, target)]
+"""
+
+CRASH_ON_EMPTY = """
+class Solution:
+    def searchRange(self, nums, target):
+        if nums[-1] < target or nums[0] > target:
+            return [-1, -1]
+        lo = bisect.bisect_left(nums, target)
+        if nums[lo] != target:
+            return [-1, -1]
+        return [lo, bisect.bisect_right(nums, target) - 1]
+"""
+
+
+def test_accepts_leetcode_style_and_confirms_log_n():
+    result = check_code(BISECT_LEETCODE, "leetcode-34")
+    assert result.passed, result.report
+    assert (result.style, result.entry) == ("leetcode", "Solution.searchRange")
+    assert result.tests_passed == result.tests_total == len(LEETCODE.tests) and not result.failures
+    assert result.max_reads <= 2 * math.ceil(math.log2(1_000_000)) + 3  # two bisects and one check
+    assert result.report.startswith(f"Accepted: {len(LEETCODE.tests)}/{len(LEETCODE.tests)} tests passed.")
+    assert "LeetCode style: class Solution" in result.report and "O(log n): at most" in result.report
+
+
+def test_bare_function_passes_but_the_report_says_leetcode_wants_a_class():
+    """Qwen2's first answer at launch: a bare function. It works; LeetCode's judge would not find it."""
+    result = check_code(BARE_BINARY_SEARCH, "leetcode-34")
+    assert result.passed, result.report
+    assert (result.style, result.entry) == ("function", "searchRange")
+    assert "A bare function searchRange(nums, target)" in result.report
+    assert "wrap it in class Solution" in result.report
+
+
+@pytest.mark.parametrize(
+    "code, failing",
+    [(LINEAR_SCAN, LARGE), (FIND_THEN_EXPAND, LONG_RUNS), (IN_AND_INDEX, LARGE)],
+    ids=["linear-scan", "bisect-then-walk-outwards", "in-index-reverse-slice"],
+)
+def test_correct_but_linear_code_fails_the_log_n_demand(code, failing):
+    result = check_code(code, "leetcode-34")
+    assert not result.passed
+    assert [f.test for f in result.failures] == failing
+    assert {f.kind for f in result.failures} == {"Not O(log n)"}
+    assert result.tests_passed == len(LEETCODE.tests) - len(failing)  # every small case is right
+    assert result.report.startswith("Not O(log n):") and "binary search" in result.report
+    assert "read more than 200 of the 1,000,000 elements" in result.report
+
+
+def test_wrong_answer_shows_input_output_expected():
+    result = check_code(OFF_BY_ONE, "leetcode-34")
+    assert not result.passed and result.failures[0].kind == "Wrong Answer"
+    first = result.failures[0]
+    assert (first.test, first.got, first.expected) == (1, "[3, 5]", "[3, 4]")
+    assert (
+        "Test 1: Wrong Answer\nInput: nums = [5,7,7,8,8,10], target = 8\nOutput: [3, 5]\nExpected: [3, 4]"
+        in result.report
+    )
+
+
+def test_runtime_error_traceback_is_trimmed_to_the_users_code():
+    result = check_code(CRASH_ON_EMPTY, "leetcode-34")
+    assert not result.passed and [f.kind for f in result.failures] == ["Runtime Error"]
+    failure = result.failures[0]
+    assert failure.input == "nums = [], target = 0"
+    assert 'File "solution.py", line 4, in searchRange' in failure.detail
+    assert "IndexError: list index out of range" in failure.detail
+    assert "qwen2_lab" not in failure.detail and "main.py" not in failure.detail
+    assert result.report.startswith(f"Runtime Error: {len(LEETCODE.tests) - 1}/{len(LEETCODE.tests)} tests passed.")
+
+
+def test_infinite_loop_is_time_limit_exceeded():
+    result = check_code("def searchRange(nums, target):\n    while True:\n        pass\n", "leetcode-34", timeout=1.5)
+    assert not result.passed
+    assert [(f.test, f.kind) for f in result.failures] == [(1, "Time Limit Exceeded")]
+    assert "wall-clock timeout" in result.sandbox
+
+
+def test_compile_errors_missing_code_and_missing_entry_are_reported_without_running():
+    syntax = check_code("```python\ndef searchRange(nums, target)\n    return [-1, -1]\n```", "leetcode-34")
+    assert not syntax.passed and syntax.report.startswith("Compile Error\nLine 1: SyntaxError")
+    assert not syntax.sandbox  # never ran
+    none = check_code("Use two binary searches.", "leetcode-34")
+    assert none.report.startswith("No Code")
+    no_entry = check_code("```python\ndef search(nums):\n    return 0\n```", "leetcode-34")
+    assert no_entry.report.startswith("No Entry Point") and "class Solution" in no_entry.report
+
+
+def test_prints_in_the_solution_do_not_confuse_the_judge():
+    code = OFF_BY_ONE.replace("lo = bisect", "print('debug', target)\n        lo = bisect")
+    result = check_code(code, "leetcode-34")
+    assert result.failures[0].kind == "Wrong Answer" and "Stdout:\ndebug 8" in result.failures[0].detail
+    assert check_code(
+        BISECT_LEETCODE.replace("lo = bisect", "print(nums[:3])\n        lo = bisect"), "leetcode-34"
+    ).passed
+
+
+def test_hostile_solution_is_contained_and_reported():
+    code = "import os\nSECRET = open('/etc/passwd').read()\ndef searchRange(nums, target):\n    return [-1, -1]\n"
+    result = check_code(code, "leetcode-34")
+    assert not result.passed and result.failures[0].kind == "Runtime Error"
+    assert "failed before any test ran" in result.failures[0].detail
+    assert "PermissionError: sandbox: open '/etc/passwd'" in result.failures[0].detail
+    assert "root:" not in result.report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attacks on the verdict: each passes a read-counting judge that lives inside the solution's process
+# ---------------------------------------------------------------------------------------------------------------
+
+SCAN = """
+    hits = [i for i in range(len(nums)) if read(nums, i) == target]
+    return [hits[0], hits[-1]] if hits else [-1, -1]
+"""
+
+
+def attack(code: str, **kwargs):
+    result = check_code(textwrap.dedent(code), "leetcode-34", **kwargs)
+    assert not result.passed, result.report
+    assert not result.report.startswith("Accepted")
+    return result
+
+
+def test_c_level_list_methods_called_unbound_read_nothing():
+    """list.__getitem__ reads a list's memory directly: the large inputs are not lists, so there is nothing to read."""
+    result = attack("def searchRange(nums, target):\n    read = list.__getitem__\n" + SCAN)
+    assert {f.test for f in result.failures} >= set(LARGE)
+
+
+def test_mutating_the_input_is_counted():
+    """A pop() loop: each pop reads an element, served and counted by the judge."""
+    result = attack(
+        """
+        def searchRange(nums, target):
+            first = last = -1
+            i = len(nums) - 1
+            while nums:
+                if nums.pop() == target:
+                    last = i if last < 0 else last
+                    first = i
+                i -= 1
+            return [first, last]
+        """
+    )
+    assert {f.kind for f in result.failures} == {"Not O(log n)"}
+
+
+def test_the_callers_frame_holds_no_list():
+    """Walk up the stack for an uncounted copy of the input: the harness never has one."""
+    attack(
+        """
+        import sys
+
+        def searchRange(nums, target):
+            frame = sys._getframe(1)
+            while frame:
+                for value in list(frame.f_locals.values()):
+                    if type(value) is list and len(value) == len(nums) and len(nums) > 1000:
+                        nums = value
+                frame = frame.f_back
+            if len(nums) > 1000 and type(nums) is not list:
+                return [0, 0]
+            hits = [i for i, x in enumerate(nums) if x == target]
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+        """
+    )
+
+
+def test_patching_the_counter_or_the_class_changes_nothing():
+    result = attack(
+        """
+        def searchRange(nums, target):
+            for name, value in (("reads", -10**9), ("budget", 10**9), ("__class__", list)):
+                try:
+                    setattr(nums, name, value)
+                except (AttributeError, TypeError):
+                    pass
+            hits = [i for i, x in enumerate(nums) if x == target]
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+        """
+    )
+    assert {f.kind for f in result.failures} == {"Not O(log n)"}
+
+
+def test_the_work_dir_holds_no_tests_and_forged_records_on_stdout_count_for_nothing():
+    """Read the tests and the harness's marker from the work dir, print records with the right answers, exit."""
+    attack(
+        """
+        import json, os, re
+        files = {}
+        for name in os.listdir("."):
+            try:
+                files[name] = open(name).read()
+            except OSError:
+                pass
+        marker = re.findall(r"run_harness\\('([0-9a-f]+)'\\)", files.get("main.py", ""))
+
+        def expected(case):
+            nums = list(case["nums"])
+            for kind, *a in case["parts"]:
+                nums += [a[0]] * a[1] if kind == "repeat" else list(range(*a))
+            hits = [i for i, x in enumerate(nums) if x == case["target"]]
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+
+        for i, case in enumerate(json.loads(files.get("cases.json", "[]"))):
+            record = {"case": i, "got": expected(case), "reads": 1, "stdout": ""}
+            os.write(1, f"{marker[0]} {json.dumps(record)}\\n".encode())  # past any redirection of sys.stdout
+        os._exit(0)
+
+        def searchRange(nums, target):
+            return [-1, -1]
+        """
+    )
+
+
+def test_memorising_the_public_tests_does_not_pass_the_large_ones():
+    """The large inputs are drawn afresh for each check: an answer needs reads."""
+    public = {(c.target, c.size): c.expected() for c in LEETCODE.tests if c.large}
+    result = attack(
+        f"""
+        PUBLIC = {public!r}
+
+        def searchRange(nums, target):
+            if len(nums) > 1000:
+                return PUBLIC.get((target, len(nums)), [-1, -1])  # zero reads
+            hits = [i for i, x in enumerate(nums) if x == target]
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+        """
+    )
+    assert {f.kind for f in result.failures} == {"Wrong Answer"}
+    assert result.failures[0].test in LARGE
+
+
+def test_a_thread_left_running_after_a_correct_answer_is_never_accepted():
+    result = attack(
+        BISECT_LEETCODE.replace(
+            "class Solution:",
+            "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n\nclass Solution:",
+        ),
+        timeout=2.0,
+    )
+    assert result.tests_passed == result.tests_total  # every answer was right...
+    assert [(f.test, f.kind) for f in result.failures] == [(0, "Time Limit Exceeded")]  # ...but the run never ended
+    assert "After the last test: Time Limit Exceeded" in result.report and "a thread" in result.report
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        'os.write(4, b\'result ["answer", [0, 0], ""]\\n\')',  # a result before any test was handed out
+        "os.write(4, b'next\\n'); os.read(3, 99); os.write(4, b'next\\n')",  # skip a test
+        "os.write(4, b'result ' + b'[' * 10000 + b'\\n')",  # JSON that makes json.loads recurse
+        "os.write(4, b'get ' + b'9' * 20000 + b'\\n')",  # a request over the size cap
+        "os.write(4, b'\\xff\\xfe garbage\\n')",  # not UTF-8
+        "[os.write(4, b'next\\n') for _ in range(100000)]",  # a flood, replies left unread
+        "os.close(3); os.close(4)",  # cut the channel
+    ],
+    ids=["early-result", "skip-test", "deep-json", "huge-request", "bad-utf8", "flood", "closed-channel"],
+)
+def test_talking_to_the_judge_directly_ends_the_run_and_never_raises_here(forgery):
+    result = attack(
+        f"import os\ntry:\n    {forgery}\nexcept OSError:\n    pass\n" + BARE_BINARY_SEARCH.strip("`python\n")
+    )
+    assert result.failures[0].kind == "Runtime Error"
+    assert result.tests_passed == 0
+
+
+def test_rewriting_the_harness_cannot_hide_reads():
+    """The harness runs in the solution's process: rewrite its stop exception and its reporting, then scan."""
+    result = attack(
+        """
+        import __main__
+
+        class Harmless(Exception):
+            pass
+
+        __main__.ReadsStopped = Harmless
+        real = __main__.outcome
+        __main__.outcome = lambda func, nums, target: ["answer", real(func, nums, target)[1] or [0, 0]][:2]
+
+        def searchRange(nums, target):
+            hits = []
+            for i in range(len(nums)):
+                try:
+                    if nums[i] == target:
+                        hits.append(i)
+                except Exception:
+                    break
+            return [hits[0], hits[-1]] if hits else [-1, -1]
+        """
+    )
+    assert any(f.kind == "Not O(log n)" for f in result.failures) or result.failures[0].kind == "Runtime Error"
+
+
+def test_control_characters_and_fake_verdicts_in_output_reach_no_one():
+    result = attack(
+        r"""
+        def searchRange(nums, target):
+            print("\x1b[2J\x1b[HAccepted: 26/26 tests passed.\r\x07\u202e")
+            raise ValueError("\x1b]0;owned\x07\nAccepted: 26/26 tests passed.")
+        """
+    )
+    assert result.report.startswith("Runtime Error: 0/26 tests passed.")
+    assert not any(c in result.report for c in "\x1b\x07\r\u202e")
+
+
+def test_the_large_tests_are_drawn_per_code_and_repeat_for_the_same_code():
+    """The same code gets the same report in one process (the demo's Check button twice); any change, new draws."""
+    first, again = check_code(LINEAR_SCAN, "leetcode-34"), check_code(LINEAR_SCAN, "leetcode-34")
+    changed = check_code(LINEAR_SCAN + "# changed\n", "leetcode-34")
+    assert first.report == again.report
+    assert [f.input for f in changed.failures] != [f.input for f in first.failures]
+    assert [f.test for f in changed.failures] == [f.test for f in first.failures] == LARGE
+
+
+def test_a_long_non_ascii_error_and_output_still_reach_the_report():
+    result = attack(
+        """
+        def searchRange(nums, target):
+            print("输出" * 5000)
+            raise ValueError("错误\\x00" * 5000)
+        """
+    )
+    first = result.failures[0]
+    assert (
+        first.kind == "Runtime Error" and "ValueError: 错误错误" in first.detail and "Stdout:\n输出输出" in first.detail
+    )
+    assert "\x00" not in first.detail and "[...]" in first.detail  # cleaned, and cut in the middle
