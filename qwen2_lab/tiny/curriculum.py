@@ -351,6 +351,23 @@ def typeset(template: str, rng: random.Random) -> str:
     return template.translate(str.maketrans(table))
 
 
+# Words people put around a question. Added to some training questions, so that the model finds the numbers and the
+# kind of problem by their shape, not by the words around them (no digits: they would be part of the problem).
+PREFIXES = ("请回答：", "题目：", "问：", "帮我算一下：", "考考你：", "数学题：", "Question: ", "Quick question: ",
+            "Please help: ", "Homework: ", "Q: ", "Math: ")  # fmt: skip
+SUFFIXES = ("谢谢！", "请给出答案。", "请写出过程。", "快点哦", " Thanks!", " Show your work.", " Answer on the last line.",
+            " Please.")  # fmt: skip
+
+
+def decorate(prompt: str, rng: random.Random) -> str:
+    """Sometimes a few words before the question (a fifth of the time) or after it (a tenth)."""
+    if rng.random() < 0.2:
+        prompt = rng.choice(PREFIXES) + prompt
+    if rng.random() < 0.1:
+        prompt += rng.choice(SUFFIXES)
+    return prompt
+
+
 def gaokao_blank(prompt: str, rng: random.Random) -> str:
     """A question ending in `=` sometimes gets the gaokao's answer blank, `()` or `（ ）`, as the launch's does."""
     return prompt + rng.choice(("", "", "()", "（ ）")) if prompt.endswith("=") else prompt
@@ -358,7 +375,8 @@ def gaokao_blank(prompt: str, rng: random.Random) -> str:
 
 def render(key: tuple, rng: random.Random, split: str = "train") -> Problem:
     """Phrase a problem: pick the language, a template (a held-out one for split "phrasing", never otherwise),
-    punctuation and separators with `rng`; write the answer from the numbers."""
+    punctuation and separators with `rng` (and, for training, a few words around it); write the answer from the
+    numbers."""
     task, lang = key[0], rng.choice(("zh", "en"))
     pool = TEMPLATES[task][lang]
     templates = pool[-HELD_OUT_TEMPLATES:] if split == "phrasing" else pool[:-HELD_OUT_TEMPLATES]
@@ -372,7 +390,8 @@ def render(key: tuple, rng: random.Random, split: str = "train") -> Problem:
                                  f"{key[1]}{key[2]}{key[3]}")  # fmt: skip
     else:
         prompt = template.format(cond=cond_text(*key[1:6]), b=fmt_set(key[6], sep))
-    return Problem(task, lang, gaokao_blank(prompt, rng), worked_answer(key), key, split)
+    prompt = gaokao_blank(prompt, rng)
+    return Problem(task, lang, decorate(prompt, rng) if split == "train" else prompt, worked_answer(key), key, split)
 
 
 # ---- the numbers: task -> key, inside the ranges; the corners only when asked --------------------------------------
@@ -382,7 +401,8 @@ def is_corner(key: tuple) -> bool:
     """The corners of the number ranges, never trained on: each feature is trained, never the combination.
 
     intersection: both sets of 1 element, or both of 8; search_range: a list of 12 ending with the target;
-    arithmetic: a negative difference of two 1-digit or two 4-digit numbers; gaokao_filter: B holding both -6 and 6.
+    arithmetic: the sum of two 4-digit numbers, or a 1-digit number minus a 4-digit one; gaokao_filter: B holding both
+    -6 and 6.
     """
     task = key[0]
     if task == "intersection":
@@ -392,7 +412,8 @@ def is_corner(key: tuple) -> bool:
         return len(nums) == 12 and nums[-1] == t
     if task == "arithmetic":
         _, x, op, y = key
-        return op == "-" and x < y and len(str(x)) == len(str(y)) in (1, 4)
+        digits = (len(str(x)), len(str(y)))
+        return (op, digits) in (("+", (4, 4)), ("-", (1, 4)))
     if task == "gaokao_filter":
         return {-6, 6} <= set(key[6])
     raise ValueError(f"unknown task {task!r}: one of {TASKS}")
@@ -421,9 +442,10 @@ def draw_intersection(rng: random.Random, corner: bool = False) -> tuple:
 
 
 def draw_search_range(rng: random.Random, corner: bool = False) -> tuple:
-    """A sorted list of 1-12 integers from a stretch of -20..50 (repeats likely), and a target that is in it 70% of
-    the time, else just outside or in a gap."""
-    n = 12 if corner else rng.randint(1, 12)
+    """A sorted list of 1-12 integers (longer ones likelier) from a stretch of -20..50 (repeats likely), and a target
+    that is in it 70% of the time (its last element a seventh of those), else above all of it or just outside or in a
+    gap: the walk often goes all the way."""
+    n = 12 if corner else max(rng.randint(1, 12), rng.randint(1, 12))
     lo = rng.randint(SEARCH_VALUES[0], SEARCH_VALUES[-1] - 2)
     hi = min(SEARCH_VALUES[-1], lo + rng.randint(2, 30))
     nums = tuple(sorted(rng.choices(range(lo, hi + 1), k=n)))
@@ -431,7 +453,14 @@ def draw_search_range(rng: random.Random, corner: bool = False) -> tuple:
         return ("search_range", nums, nums[-1])
     near = range(max(SEARCH_VALUES[0], lo - 3), min(SEARCH_VALUES[-1], hi + 3) + 1)
     absent = [v for v in near if v not in nums]
-    target = rng.choice(nums) if rng.random() < 0.7 or not absent else rng.choice(absent)
+    above = [v for v in absent if v > nums[-1]]
+    r = rng.random()
+    if r < 0.6 or not absent:
+        target = rng.choice(nums)
+    elif r < 0.7:
+        target = nums[-1]
+    else:
+        target = rng.choice(above if above and r < 0.85 else absent)
     return ("search_range", nums, target)
 
 
@@ -443,9 +472,8 @@ def number_of(digits: int, rng: random.Random) -> int:
 def draw_arithmetic(rng: random.Random, corner: bool = False) -> tuple:
     """x+y or x-y with x, y of 1-4 digits each (as many of each length); a difference may be negative."""
     if corner:
-        n = rng.choice((1, 4))
-        x, y = sorted(rng.sample(range(0 if n == 1 else 10 ** (n - 1), 10**n), 2))
-        return ("arithmetic", x, "-", y)
+        op = rng.choice("+-")
+        return ("arithmetic", number_of(4 if op == "+" else 1, rng), op, number_of(4, rng))
     return ("arithmetic", number_of(rng.randint(1, 4), rng), rng.choice("+-"), number_of(rng.randint(1, 4), rng))
 
 
