@@ -400,16 +400,15 @@ def render(key: tuple, rng: random.Random, split: str = "train") -> Problem:
 def is_corner(key: tuple) -> bool:
     """The corners of the number ranges, never trained on: each feature is trained, never the combination.
 
-    intersection: both sets of 1 element, or both of 8; search_range: a list of 12 ending with the target;
-    arithmetic: the sum of two 4-digit numbers, or a 1-digit number minus a 4-digit one; gaokao_filter: B holding both
-    -6 and 6.
+    intersection: both sets of 1 element, or both of 8; search_range: a list holding both ends of its range, -20 and
+    50; arithmetic: the sum of two 4-digit numbers, or a 1-digit number minus a 4-digit one; gaokao_filter: B holding
+    both -6 and 6.
     """
     task = key[0]
     if task == "intersection":
         return (len(key[1]), len(key[2])) in ((1, 1), (8, 8))
     if task == "search_range":
-        nums, t = key[1], key[2]
-        return len(nums) == 12 and nums[-1] == t
+        return SEARCH_VALUES[0] in key[1] and SEARCH_VALUES[-1] in key[1]
     if task == "arithmetic":
         _, x, op, y = key
         digits = (len(str(x)), len(str(y)))
@@ -426,11 +425,11 @@ def some_order(xs: list, rng: random.Random, sorted_share: float) -> tuple:
 
 
 def draw_intersection(rng: random.Random, corner: bool = False) -> tuple:
-    """Two sets of 1-8 distinct integers sharing 0 to all of the smaller one's: ('intersection', A, B).
+    """Two sets of 1-8 distinct integers sharing 0 to all of the smaller one's elements: ('intersection', A, B).
 
     Values come from 0..9 a quarter of the time, -9..9 a fifth, -20..20 otherwise; sets are sorted or not."""
     n_a, n_b = (n := rng.choice((1, 8)), n) if corner else (rng.randint(1, 8), rng.randint(1, 8))
-    common = rng.randint(0, min(n_a, n_b))
+    common = max(rng.randint(0, min(n_a, n_b)), rng.randint(0, min(n_a, n_b)))  # larger overlaps likelier
     r = rng.random()
     values = range(0, 10) if r < 0.25 else range(-9, 10) if r < 0.45 else VALUES
     if n_a + n_b - common > len(values):
@@ -445,12 +444,14 @@ def draw_search_range(rng: random.Random, corner: bool = False) -> tuple:
     """A sorted list of 1-12 integers (longer ones likelier) from a stretch of -20..50 (repeats likely), and a target
     that is in it 70% of the time (its last element a seventh of those), else above all of it or just outside or in a
     gap: the walk often goes all the way."""
-    n = 12 if corner else max(rng.randint(1, 12), rng.randint(1, 12))
+    n = max(rng.randint(1, 12), rng.randint(1, 12), 2 if corner else 1)
     lo = rng.randint(SEARCH_VALUES[0], SEARCH_VALUES[-1] - 2)
     hi = min(SEARCH_VALUES[-1], lo + rng.randint(2, 30))
-    nums = tuple(sorted(rng.choices(range(lo, hi + 1), k=n)))
-    if corner:
-        return ("search_range", nums, nums[-1])
+    if corner:  # both ends of the range, and the rest anywhere between
+        lo, hi = SEARCH_VALUES[0], SEARCH_VALUES[-1]
+        nums = tuple(sorted([lo, hi] + rng.choices(SEARCH_VALUES, k=n - 2)))
+    else:
+        nums = tuple(sorted(rng.choices(range(lo, hi + 1), k=n)))
     near = range(max(SEARCH_VALUES[0], lo - 3), min(SEARCH_VALUES[-1], hi + 3) + 1)
     absent = [v for v in near if v not in nums]
     above = [v for v in absent if v > nums[-1]]
@@ -514,8 +515,8 @@ DRAW = {
     "arithmetic": draw_arithmetic,
     "gaokao_filter": draw_gaokao_filter,
 }
-# How often each task is drawn for training: the filter, the slowest to learn, gets the most.
-MIX = {"intersection": 0.25, "search_range": 0.2, "arithmetic": 0.25, "gaokao_filter": 0.3}
+# How often each task is drawn for training: the intersection and the filter, the slowest to learn, get the most.
+MIX = {"intersection": 0.3, "search_range": 0.2, "arithmetic": 0.2, "gaokao_filter": 0.3}
 
 
 def draw_key(task: str, rng: random.Random, corner: bool = False) -> tuple:

@@ -39,7 +39,7 @@ COMMON = dict(
     initializer_range=0.02,
 )  # fmt: skip
 MOE = dict(
-    num_experts=8, num_experts_per_tok=2, moe_intermediate_size=96, shared_expert_intermediate_size=192,
+    num_experts=8, num_experts_per_tok=2, moe_intermediate_size=80, shared_expert_intermediate_size=160,
     norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.001,
 )  # fmt: skip
 
@@ -153,7 +153,7 @@ def rewrite_card(out: Path, kind: str) -> Path:
 
 
 def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
-         minutes: float | None = None, eval_n: int = 200, progress: bool = True) -> Path:  # fmt: skip
+         minutes: float | None = None, eval_n: int = 300, progress: bool = True) -> Path:  # fmt: skip
     """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
     from .evaluate import evaluate
     from .train import Recipe
@@ -178,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--random", action="store_true", help="skip training: seeded random weights")
     ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     ap.add_argument("--minutes", type=float, help="stop training after this many minutes (the card says so)")
-    ap.add_argument("--eval-n", type=int, default=200, help="held-out problems per task to score (0: skip)")
+    ap.add_argument("--eval-n", type=int, default=300, help="held-out problems per task to score (0: skip)")
     ap.add_argument("--card-only", action="store_true", help="only rewrite README.md from training.json")
     args = ap.parse_args(argv)
     if args.card_only:

@@ -32,7 +32,7 @@ class Recipe:
     """Everything that decides a training run (saved beside the checkpoint, in training.json)."""
 
     seed: int = 0
-    steps: int = 11000
+    steps: int = 10000
     batch_size: int = 16  # small batches, many steps: more updates per second of CPU is what a tiny model needs
     lr: float = 3e-3
     warmup: int = 200
