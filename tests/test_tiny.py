@@ -234,8 +234,10 @@ def test_worked_steps_are_right():
         work = p.answer.splitlines()[:-1]
         if p.task == "arithmetic":
             _, x, op, y = p.key
-            passes = [(x, op, y, work[0])] + ([(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else [])
-            assert len(work) == 1 or work[1].startswith(f"-({y}-{x}):")
+            assert work[0].startswith(f"{x}{op}{y}:") and (len(work) == 1 or work[1].startswith(f"-({y}-{x}):"))
+            passes = [(x, op, y, work[0].split(":")[1])] + (
+                [(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else []
+            )
             assert (len(work) == 2) == (op == "-" and x < y)
             for a_num, sign, b_num, line in passes:
                 carry = 0
@@ -248,7 +250,8 @@ def test_worked_steps_are_right():
                 assert carry == (sign == "-" and a_num < b_num)
         if p.task == "search_range":
             nums, t = p.key[1], p.key[2]
-            steps = re.findall(r"(\d+):(-?\d+)([<=>])", work[0])
+            assert work[0].startswith(f"target={t}:")
+            steps = re.findall(r"(\d+):(-?\d+)([<=>])", work[0].split(":", 1)[1])
             assert [int(i) for i, _, _ in steps] == list(range(len(steps)))
             for i, v, sign in steps:
                 assert nums[int(i)] == int(v) and sign == "<=>"[(int(v) > t) - (int(v) < t) + 1]

@@ -9,10 +9,12 @@ from .evaluate import slice_table
 LIMITS = """\
 - It knows only the four tasks above, within their ranges: set elements from -20 to 20 (1 to 8 per set), sorted
   lists of 1 to 12 integers from -20 to 50, operands of 1 to 4 digits, B of 3 to 6 integers from -6 to 6 against
-  x^3, x^2, |x| or 2x+1. Outside them (a 3-digit set element, a 5-digit operand, a product, another function, chat,
-  any other question) it answers with the same confidence and is usually wrong.
-- It needs its worked steps (the walk, the columns): the bare answer was never trained. The score on each slice
-  above is what to expect; a phrasing far from the twenty it saw per task may fail even on trained numbers.
+  x^3, x^2, |x| or 2x+1. Just beyond them (set elements up to ±60, lists of 13 to 16, a 5-digit operand, B up to
+  ±9) it scores what the table's last row says; further out, and on anything else (chat, other questions), it was
+  never trained and answers with the same confidence.
+- It needs its worked steps (the walk, the columns): the bare answer was never trained. The scores by slice above
+  are what to expect; a phrasing far from the sixteen it was trained on per task (eight per language) can fail even
+  on numbers it handles, and words it never saw can make it take one kind of problem for another.
 - It is a toy for looking inside (attention, routing, the residual stream), not a model to use."""
 
 
@@ -104,8 +106,8 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
             "",
             f"Re-run: `python -m qwen2_lab.tiny.evaluate {kind}`.",
             "",
-            "The launch's gaokao question and the README's examples, word for word (kept out of training for every random "
-            "seed):",
+            "The launch's gaokao question and the README's examples, word for word (kept out of training for every "
+            "random seed):",
             "",
             "| question | reply | |",
             "|---|---|---|",

@@ -7,10 +7,10 @@ people type them) and an exact answer that shows its work on every line but the 
                    ->  2∈B,-15∉B,7∈B
                        A∩B={2,7}
     search_range   LeetCode 34: nums=[-3,5,5,9]，target=5
-                   ->  0:-3<1:5=2:5=3:9>
+                   ->  target=5:0:-3<1:5=2:5=3:9>
                        [1,2]                                       ([-1,-1] when absent)
     arithmetic     计算：48-327=
-                   ->  8-7-0=1,4-2-0=2,0-3-0=7
+                   ->  48-327:8-7-0=1,4-2-0=2,0-3-0=7
                        -(327-48):7-8-0=9,2-4-1=7,3-0-1=2
                        -279
     gaokao_filter  已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=
@@ -27,7 +27,9 @@ a few others found by one lookup (is this number also in B? which digit is next?
 the filter walk through the set, marking each element (the filter writes the value of the condition's expression
 between its bounds, each with the relation that holds); arithmetic goes in columns from the units up with the carry
 (or borrow) as each column's third operand, and a difference whose last column still borrows is negative, so it is
-worked again the other way round; the search walks the list with its indices until it passes the target.
+worked again the other way round; the search walks the list with its indices until it passes the target. Both
+restate what they work on first (the expression, the target), so that the work reads it from a fixed place, whatever
+words the question used.
 
 Generalisation is measured on three held-out splits (`held_out`), none ever trained on: new numbers in the trained
 phrasings ("numbers"), two phrasings per language and task that training never uses ("phrasing"), and the corners of
@@ -132,8 +134,10 @@ def columns(x: int, op: str, y: int) -> tuple[str, int]:
 
 
 def arithmetic_work(x: int, op: str, y: int) -> str:
-    """The columns; for a negative difference, a second pass on -(y-x) (the first pass's last column still borrows)."""
+    """The expression restated, then its columns; for a negative difference, a second pass on -(y-x) (the first pass's
+    last column still borrows)."""
     text, borrow = columns(x, op, y)
+    text = f"{x}{op}{y}:" + text
     if borrow:
         text += f"\n-({y}-{x}):" + columns(y, "-", x)[0]
     return text
@@ -203,7 +207,7 @@ def worked_answer(key: tuple) -> str:
     if task == "intersection":
         return membership_walk(key[1], key[2]) + "\nA∩B=" + fmt_set(solve(key))
     if task == "search_range":
-        return search_walk(key[1], key[2]) + "\n" + fmt_list(solve(key))
+        return f"target={key[2]}:" + search_walk(key[1], key[2]) + "\n" + fmt_list(solve(key))
     if task == "arithmetic":
         return arithmetic_work(*key[1:]) + "\n" + str(solve(key))
     if task == "gaokao_filter":
@@ -551,6 +555,37 @@ def held_out(n_per_task: int = 200, seed: int = HELD_OUT_SEED) -> list[Problem]:
             if p.key not in seen and p.key not in RESERVED:
                 seen.add(p.key)
                 out.append(p)
+    return out
+
+
+def draw_beyond(task: str, rng: random.Random) -> tuple:
+    """The numbers of a problem just outside the trained ranges: a set element beyond ±20 (up to ±60), a list of 13-16
+    numbers, a 5-digit operand, an element of B beyond ±6 (up to ±9)."""
+    if task == "intersection":
+        n_a, n_b = rng.randint(2, 6), rng.randint(2, 6)
+        common = rng.randint(0, min(n_a, n_b))
+        pool = rng.sample(range(-60, 61), n_a + n_b - common)
+        key = ("intersection", tuple(pool[:n_a]), tuple(pool[:common] + pool[n_a:]))
+        return key if max(map(abs, pool)) > VALUES[-1] else draw_beyond(task, rng)
+    if task == "search_range":
+        lo = rng.randint(SEARCH_VALUES[0], SEARCH_VALUES[-1] - 10)
+        nums = tuple(sorted(rng.choices(range(lo, min(SEARCH_VALUES[-1], lo + 30) + 1), k=rng.randint(13, 16))))
+        return ("search_range", nums, rng.choice(nums))
+    if task == "arithmetic":
+        x, y = number_of(5, rng), number_of(rng.randint(1, 5), rng)
+        return ("arithmetic", *((x, rng.choice("+-"), y) if rng.random() < 0.5 else (y, rng.choice("+-"), x)))
+    key = draw_gaokao_filter(rng)
+    b = rng.sample([v for v in range(-9, 10) if v != 0], len(key[6]))
+    return key[:6] + (tuple(sorted(b)),) if max(map(abs, b)) > FILTER_VALUES[-1] else draw_beyond(task, rng)
+
+
+def beyond(n_per_task: int = 50, seed: int = HELD_OUT_SEED) -> list[Problem]:
+    """Problems just outside the trained ranges (`draw_beyond`), in the trained phrasings: never trained on, and not
+    what the models were made for. They measure how far the procedures stretch (split "beyond")."""
+    out = []
+    for task in TASKS:
+        rng = random.Random(f"beyond {seed} {task}")
+        out += [render(draw_beyond(task, rng), rng, "beyond") for _ in range(n_per_task)]
     return out
 
 

@@ -17,9 +17,10 @@ import time
 
 import torch
 
-from .curriculum import SLICE_LABELS, SLICES, TASKS, Problem, held_out, reserved_problems, slices
+from .curriculum import SLICE_LABELS, SLICES, TASKS, Problem, beyond, held_out, reserved_problems, slices
 
 DEFAULT_N = 300
+DEFAULT_BEYOND = 50
 
 
 @torch.inference_mode()
@@ -46,12 +47,14 @@ def score(problems: list[Problem], replies: list[str]) -> dict:
     return counts
 
 
-def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N) -> dict:
-    """Accuracy per task and slice on the first `n_per_task` held-out problems of each, and the replies to the
-    reserved questions (the launch's gaokao question, the README's examples).
+def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -> dict:
+    """Accuracy per task and slice on the first `n_per_task` held-out problems of each, the replies to the reserved
+    questions (the launch's gaokao question, the README's examples), and, if `n_beyond`, the accuracy on that many
+    problems per task just outside the trained ranges (`curriculum.beyond`).
 
     Returns {"scores": {task: accuracy}, "slices": {task: {slice: [right, asked]}}, "n_per_task", "seconds",
-    "wrong_examples": {task: up to 3}, "reserved": [{"prompt", "expected", "reply", "right"}]}.
+    "wrong_examples": {task: up to 3}, "reserved": [{"prompt", "expected", "reply", "right"}], "beyond": {task:
+    [right, asked]} (empty without n_beyond)}.
     """
     problems = held_out(n_per_task)
     start = time.time()
@@ -64,9 +67,14 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N) -> dict:
     reserved = reserved_problems()
     asked = [{"prompt": p.prompt, "expected": p.answer, "reply": r, "right": p.is_correct(r)}
              for p, r in zip(reserved, answer(model, tokenizer, reserved))]  # fmt: skip
+    outside = beyond(n_beyond) if n_beyond else []
+    outside_counts = {t: [0, 0] for t in TASKS} if n_beyond else {}
+    for p, r in zip(outside, answer(model, tokenizer, outside)):
+        outside_counts[p.task][0] += p.is_correct(r)
+        outside_counts[p.task][1] += 1
     return {"scores": {t: counts[t]["all"][0] / counts[t]["all"][1] for t in TASKS}, "slices": counts,
             "n_per_task": n_per_task, "seconds": round(time.time() - start, 1), "wrong_examples": wrong_examples,
-            "reserved": asked}  # fmt: skip
+            "reserved": asked, "beyond": outside_counts}  # fmt: skip
 
 
 def cell(right: int, asked: int) -> str:
@@ -84,11 +92,17 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+BEYOND_LABEL = "just beyond the trained ranges (not a goal)"
+
+
 def slice_table(result: dict) -> str:
-    """A markdown table for one checkpoint: one row per slice, one column per task; each cell `accuracy (asked)`."""
+    """A markdown table for one checkpoint: one row per slice, one column per task; each cell `accuracy (asked)`.
+    A last row for the problems beyond the trained ranges, if they were asked."""
     lines = ["| slice | " + " | ".join(TASKS) + " |", "|---|" + "---:|" * len(TASKS)]
     for s in SLICES:
         lines.append(f"| {SLICE_LABELS[s]} | " + " | ".join(cell(*result["slices"][t][s]) for t in TASKS) + " |")
+    if result.get("beyond"):
+        lines.append(f"| {BEYOND_LABEL} | " + " | ".join(cell(*result["beyond"][t]) for t in TASKS) + " |")
     return "\n".join(lines)
 
 
@@ -98,13 +112,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", default=["tiny", "tiny-moe"], help="bundled names or checkpoint folders")
     ap.add_argument("-n", type=int, default=DEFAULT_N, help="held-out problems per task (at most 1000)")
+    ap.add_argument("--beyond", type=int, default=DEFAULT_BEYOND, help="problems per task beyond the trained ranges")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on a shared CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {}
     for name in args.names:
         lab = load(name, device="cpu")
-        results[name] = evaluate(lab.model, lab.tokenizer, args.n)
+        results[name] = evaluate(lab.model, lab.tokenizer, args.n, args.beyond)
         print(f"\n## {name} ({results[name]['seconds']} s)\n")
         print(slice_table(results[name]))
         print("\nReserved questions (never trained on):")

@@ -5,6 +5,7 @@
     python -m qwen2_lab.tiny.make --steps 100 --out DIR # a short run somewhere else
     python -m qwen2_lab.tiny.make --random              # untrained, seeded random weights (seconds)
     python -m qwen2_lab.tiny.make --card-only           # rewrite each README.md from its training.json
+    python -m qwen2_lab.tiny.make --eval-only           # score them again (nothing retrained), then rewrite cards
 
 Each is a real Hugging Face checkpoint folder (config.json, model.safetensors, generation_config.json, tokenizer
 files, README.md model card, training.json with the loss curve and the scores) loaded by the same `from_pretrained`
@@ -152,8 +153,24 @@ def rewrite_card(out: Path, kind: str) -> Path:
     return out / "README.md"
 
 
+def reevaluate(out: Path, kind: str, eval_n: int = 300, n_beyond: int = 50) -> Path:
+    """Score a trained checkpoint again (after the evaluation changed: nothing is retrained), store the scores in its
+    training.json and rewrite its card."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluate import evaluate
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    run = json.loads((out / "training.json").read_text())
+    run["eval"] = evaluate(model, AutoTokenizer.from_pretrained(out), eval_n, n_beyond)
+    (out / "training.json").write_text(json.dumps(run, ensure_ascii=False, indent=1))
+    return rewrite_card(out, kind)
+
+
 def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
-         minutes: float | None = None, eval_n: int = 300, progress: bool = True) -> Path:  # fmt: skip
+         minutes: float | None = None, eval_n: int = 300, n_beyond: int = 50, progress: bool = True) -> Path:  # fmt: skip
     """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
     from .evaluate import evaluate
     from .train import Recipe
@@ -166,7 +183,7 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool 
         recipe = Recipe(seed=seed, **({"steps": steps} if steps else {}))
         history = train_model(model, tokenizer, recipe, minutes=minutes, progress=progress)
         if eval_n:
-            results = evaluate(model, tokenizer, eval_n)
+            results = evaluate(model, tokenizer, eval_n, n_beyond)
     return save(model, tokenizer, out, kind, history, results)
 
 
@@ -179,18 +196,22 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     ap.add_argument("--minutes", type=float, help="stop training after this many minutes (the card says so)")
     ap.add_argument("--eval-n", type=int, default=300, help="held-out problems per task to score (0: skip)")
+    ap.add_argument("--beyond", type=int, default=50, help="problems per task beyond the trained ranges to score")
     ap.add_argument("--card-only", action="store_true", help="only rewrite README.md from training.json")
+    ap.add_argument("--eval-only", action="store_true", help="only score the checkpoint again, then rewrite README.md")
     args = ap.parse_args(argv)
-    if args.card_only:
+    if args.card_only or args.eval_only:
         for kind in [args.only] if args.only else KINDS:
-            print(f"{kind}: {rewrite_card(args.out / kind, kind)}")
+            folder = args.out / kind
+            card = reevaluate(folder, kind, args.eval_n, args.beyond) if args.eval_only else rewrite_card(folder, kind)
+            print(f"{kind}: {card}")
         return
     t0 = time.time()
     tokenizer = build_tokenizer(corpus(seed=args.seed))
     print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - t0:.1f} s)")
     for kind in [args.only] if args.only else KINDS:
         path = make(kind, args.out / kind, args.seed, tokenizer, train=not args.random, steps=args.steps,
-                    minutes=args.minutes, eval_n=args.eval_n)  # fmt: skip
+                    minutes=args.minutes, eval_n=args.eval_n, n_beyond=args.beyond)  # fmt: skip
         size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
         print(f"{kind}: {path} ({size:.1f} MiB)")
         if (path / "training.json").exists():
