@@ -1,5 +1,5 @@
 """The bundled `tiny` and `tiny-moe`: Qwen2's design, answers measured through `lab.generate`, and the curriculum and
-recipe that make them (deterministic, held-out split without overlap, reproducible training). Seconds, no full run.
+recipe that make them (deterministic, held-out splits without overlap, reproducible training). Seconds, no full run.
 
 Expected answers are computed here from the question's text alone (regexes, Python sets, bisect, int arithmetic), not
 taken from the curriculum's own solver, so a bug there cannot hide behind itself.
@@ -11,14 +11,14 @@ import json
 import re
 
 import pytest
+import torch
 
 from qwen2_lab.loading import bundled_path
 from qwen2_lab.tiny import curriculum as C
-from qwen2_lab.tiny import make
+from qwen2_lab.tiny import evaluate, make
 from qwen2_lab.tiny.train import Recipe, collate, encode, lr_at, train
 
 KINDS = ("tiny", "tiny-moe")
-MAIN_TASKS = ("intersection", "search_range", "arithmetic")
 
 
 @pytest.fixture(params=KINDS)
@@ -33,25 +33,50 @@ def ints(text: str) -> list[int]:
     return [int(v) for v in re.findall(r"-?\d+", text)]
 
 
+def as_set(xs) -> str:
+    return "{" + ",".join(map(str, xs)) + "}" if xs else "∅"
+
+
+def plain(prompt: str) -> str:
+    """The question with full-width commas made half-width and spaces removed, as a reader would parse it."""
+    return prompt.replace("，", ",").replace(" ", "")
+
+
+FILTER_COND = re.compile(r"^(?:(-?\d+)([<≤]))?(x\^3|x\^2|\|x\||2x\+1)(?:([<≤>≥])(-?\d+))?$")
+
+
+def value(cond: str, v: int) -> int:
+    f = FILTER_COND.match(cond).group(3)
+    return {"x^3": v**3, "x^2": v * v, "|x|": abs(v), "2x+1": 2 * v + 1}[f]
+
+
+def holds(cond: str, v: int) -> bool:
+    lo, lo_op, _, op, bound = FILTER_COND.match(cond).groups()
+    y = value(cond, v)
+    compare = {"<": int.__lt__, "≤": int.__le__, ">": int.__gt__, "≥": int.__ge__}
+    return (lo is None or compare[lo_op](int(lo), y)) and (op is None or compare[op](y, int(bound)))
+
+
 def expected_final(task: str, prompt: str) -> str:
     """The final answer as the curriculum writes it, worked out from the question's text alone."""
+    text = plain(prompt)
     if task == "intersection":
-        a, b = (set(ints(s)) for s in re.findall(r"=\{([^}]*)\}", prompt))
-        both = sorted(a & b)
-        return "{" + ",".join(map(str, both)) + "}" if both else "∅"
+        a, b = (ints(re.search(name + r"=\{([^}]*)\}", text).group(1)) for name in ("A", "B"))
+        return as_set([v for v in a if v in set(b)])  # in A's order
     if task == "search_range":
-        nums = ints(re.search(r"\[([^\]]*)\]", prompt).group(1))
-        target = int(next(g for g in re.search(r"target=(\d+)|查找(\d+)|index of (\d+)", prompt).groups() if g))
+        listed = re.search(r"\[([^\]]*\d[^\]]*)\]", text)
+        nums = ints(listed.group(1))
+        rest = text[: listed.start()] + text[listed.end() :]
+        (target,) = set(ints(rest.replace("[-1,-1]", "")))
         lo, hi = bisect.bisect_left(nums, target), bisect.bisect_right(nums, target) - 1  # LeetCode 34 in O(log n)
         return f"[{lo},{hi}]" if lo <= hi else "[-1,-1]"
     if task == "arithmetic":
-        x, op, y = re.search(r"(\d+)([+-])(\d+)", prompt).groups()
+        x, op, y = re.search(r"(\d+)([+-])(\d+)", text).groups()
         return str(int(x) + int(y) if op == "+" else int(x) - int(y))
     if task == "gaokao_filter":
-        c, p = re.search(r"x\|-(\d+)<x(?:\^(\d))?<", prompt).groups()
-        b = ints(re.search(r"B=\{([^}]*)\}", prompt).group(1))
-        keep = [v for v in b if -int(c) < v ** int(p or 1) < int(c)]
-        return "{" + ",".join(map(str, keep)) + "}" if keep else "∅"
+        cond = re.search(r"A=\{x\|(.*?)\}", text).group(1)
+        b = ints(re.search(r"B=\{([^}]*)\}", text).group(1))
+        return as_set([v for v in b if holds(cond, v)])
     raise ValueError(task)
 
 
@@ -60,7 +85,7 @@ def expected_final(task: str, prompt: str) -> str:
 
 def test_checkpoints_have_qwen2_design(lab):
     cfg, model = lab.model.config, lab.model
-    assert cfg.num_attention_heads // cfg.num_key_value_heads > 1, "GQA: several query heads per KV head"
+    assert cfg.num_hidden_layers == 4 and (cfg.num_attention_heads, cfg.num_key_value_heads) == (8, 2), "GQA 8/2"
     assert cfg.rope_parameters["rope_theta"] == 1e6
     for layer in model.model.layers:
         attn = layer.self_attn
@@ -71,7 +96,8 @@ def test_checkpoints_have_qwen2_design(lab):
         assert cfg.model_type == "qwen2" and cfg.tie_word_embeddings and tied
     else:
         assert cfg.model_type == "qwen2_moe" and not cfg.tie_word_embeddings and not tied
-        assert cfg.num_experts > 2 and cfg.num_experts_per_tok > 1 and cfg.norm_topk_prob is False
+        assert (cfg.num_experts, cfg.num_experts_per_tok) == (8, 2) and cfg.norm_topk_prob is False
+        assert cfg.router_aux_loss_coef == 0.001, "Qwen2-57B-A14B's coefficient"
         mlp = model.model.layers[0].mlp
         assert mlp.shared_expert_gate.weight.shape == (1, cfg.hidden_size)
         assert mlp.experts.gate_up_proj.shape[0] == cfg.num_experts
@@ -85,7 +111,8 @@ def test_shipped_config_is_the_one_make_builds(kind):
     shipped = AutoConfig.from_pretrained(path).to_diff_dict()
     built = make.build_config(kind, AutoTokenizer.from_pretrained(path)).to_diff_dict()
     for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size",
-              "num_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size"):  # fmt: skip
+              "intermediate_size", "num_experts", "num_experts_per_tok", "moe_intermediate_size",
+              "shared_expert_intermediate_size", "router_aux_loss_coef"):  # fmt: skip
         assert shipped.get(k) == built.get(k), k
 
 
@@ -93,18 +120,21 @@ def test_shipped_config_is_the_one_make_builds(kind):
 def test_checkpoint_folder_is_small_and_documented(kind):
     path = bundled_path(kind)
     size = sum(f.stat().st_size for f in path.iterdir())
-    assert size <= 10 * 2**20, f"{kind} is {size / 2**20:.1f} MiB; the limit is 10 MiB"
+    assert size <= 20 * 10**6, f"{kind} is {size / 10**6:.1f} MB; the limit is 20 MB"
     card = (path / "README.md").read_text()
     history = json.loads((path / "training.json").read_text())
     assert len(history["loss"]) == len(history["step"]) > 10
     assert history["loss"][-1] < history["loss"][0] / 10, "the loss curve should fall by far more than 10x"
-    for task, score in history["eval"]["scores"].items():
+    assert history["cpu_seconds"] <= 30 * 60, "the recipe trains each model in at most 30 minutes of one core"
+    results = history["eval"]
+    for task, score in results["scores"].items():
         assert f"| {task} | {100 * score:.1f}% |" in card, "the card states the measured scores"
+    assert evaluate.slice_table(results) in card, "the card states the measured slices"
 
 
 def test_tokenizer_splits_digits_and_keeps_chatml(tiny):
     tok = tiny.tokenizer
-    pieces = tok.convert_ids_to_tokens(tok.encode("A={3,15,27}", add_special_tokens=False))
+    pieces = tok.convert_ids_to_tokens(tok.encode("A={3,15,-27}", add_special_tokens=False))
     assert [p for p in pieces if p.isdigit()] == ["3", "1", "5", "2", "7"], pieces
     assert tok.convert_ids_to_tokens(list(range(len(tok) - 3, len(tok)))) == list(make.SPECIAL_TOKENS)
     text = tok.apply_chat_template([{"role": "user", "content": "1+1"}], add_generation_prompt=True, tokenize=False)
@@ -112,63 +142,162 @@ def test_tokenizer_splits_digits_and_keeps_chatml(tiny):
     assert text == qwen2_chatml + "<|im_start|>assistant\n"  # Qwen2's template, default system prompt included
 
 
-@pytest.mark.parametrize("task", MAIN_TASKS)
+@pytest.mark.parametrize("task", C.TASKS)
 def test_trained_models_answer_held_out_questions(lab, task):
-    """The first 10 held-out questions of each main task, through lab.generate, checked against the text solver."""
-    problems = [p for p in C.held_out(10) if p.task == task]
-    right = 0
-    for p in problems:
-        reply = lab.generate(p.messages(), max_new_tokens=48)
-        right += C.final(reply) == expected_final(task, p.prompt)
-    assert right >= 8, f"{lab.name} got {right}/10 held-out {task} questions right"
+    """The first 12 held-out questions of each task (new numbers, unseen phrasings and range corners), through
+    lab.generate, checked against the text solver."""
+    problems = [p for p in C.held_out(12) if p.task == task]
+    assert {p.split for p in problems} == {"numbers", "phrasing", "corner"}
+    right = sum(C.final(lab.generate(p.messages(), max_new_tokens=128)) == expected_final(task, p.prompt)
+                for p in problems)  # fmt: skip
+    assert right >= 10, f"{lab.name} got {right}/12 held-out {task} questions right"
+
+
+def test_trained_models_answer_the_reserved_questions(lab):
+    """The launch's gaokao question and the README's examples, never trained on, word for word."""
+    for p in C.reserved_problems():
+        reply = lab.generate(p.messages(), max_new_tokens=128)
+        assert C.final(reply) == expected_final(p.task, p.prompt), (lab.name, p.prompt, reply)
 
 
 # ---- the curriculum ----------------------------------------------------------------------------------------------
 
 
 def test_curriculum_is_deterministic_and_varied():
-    first = list(itertools.islice(C.training_stream(3, set()), 200))
-    again = list(itertools.islice(C.training_stream(3, set()), 200))
-    other = list(itertools.islice(C.training_stream(4, set()), 200))
+    first = list(itertools.islice(C.training_stream(3, set()), 400))
+    again = list(itertools.islice(C.training_stream(3, set()), 400))
+    other = list(itertools.islice(C.training_stream(4, set()), 400))
     assert first == again and first != other
     assert {p.task for p in first} == set(C.TASKS) and {p.lang for p in first} == {"zh", "en"}
-    assert len({p.prompt.split("=")[0][:6] for p in first if p.task == "intersection"}) >= 4, "several phrasings"
+    sets = [p for p in first if p.task == "intersection"]
+    assert any("，" in p.prompt for p in sets) and any(", " in p.prompt for p in sets), "punctuation as people type"
+    assert any(list(p.key[1]) != sorted(p.key[1]) for p in sets), "unsorted sets too"
+    assert any(C.final(p.answer) == "∅" for p in sets), "the empty set too"
+    numbers = [v for p in sets for v in p.key[1] + p.key[2]]
+    assert min(numbers) == -20 and max(numbers) == 20
+    assert max(len(p.key[1]) for p in sets) == 8 and min(len(p.key[1]) for p in sets) == 1
+    sums = [p for p in first if p.task == "arithmetic"]
+    assert any(p.key[1] >= 1000 for p in sums) and any(C.final(p.answer).startswith("-") for p in sums)
+    assert {p.key[1] for p in first if p.task == "gaokao_filter"} == set(C.FUNCS)
+
+
+def template_pattern(template: str) -> re.Pattern:
+    """A template as a regex: placeholders match anything, punctuation either width, the gaokao blank optional."""
+    out = []
+    for piece in re.split(r"(\{\{x\|\{cond\}\}\}|\{[a-z]+\})", template):
+        if piece.startswith("{"):
+            out.append(".+")
+            continue
+        for ch in piece:
+            pair = {**C.HALF_TO_FULL, **C.FULL_TO_HALF}.get(ch)
+            out.append(f"[{re.escape(ch)}{re.escape(pair)}]" if pair else re.escape(ch))
+    return re.compile("".join(out) + r"(\(\)|（ ）)?")
+
+
+def test_held_out_phrasings_are_never_trained_on():
+    held_templates = [template_pattern(t) for task in C.TASKS for lang in ("zh", "en")
+                      for t in C.TEMPLATES[task][lang][-C.HELD_OUT_TEMPLATES :]]  # fmt: skip
+    for task in C.TASKS:
+        for lang in ("zh", "en"):
+            assert len(C.TEMPLATES[task][lang]) - C.HELD_OUT_TEMPLATES >= 8, "at least 8 trained phrasings each"
+    trained = list(itertools.islice(C.training_stream(0, set()), 3000))
+    assert not [p.prompt for p in trained if any(t.fullmatch(p.prompt) for t in held_templates)]
+    phrasing = [p for p in C.held_out(200) if p.split == "phrasing"]
+    assert phrasing and all(any(t.fullmatch(p.prompt) for t in held_templates) for p in phrasing)
+
+
+def test_range_corners_are_never_trained_on():
+    assert C.is_corner(("intersection", (5,), (-5,))) and C.is_corner(
+        ("intersection", tuple(range(8)), tuple(range(8)))
+    )
+    assert not C.is_corner(("intersection", (5,), (-5, 3)))
+    assert C.is_corner(("search_range", (-20, 3, 50), 3)) and C.is_corner(("search_range", (-20, 50), 7))
+    assert not C.is_corner(("search_range", (-20, 3, 49), 3)) and not C.is_corner(("search_range", (-19, 50), 3))
+    assert not C.is_corner(("search_range", tuple(range(12)), 10))
+    assert C.is_corner(("arithmetic", 3, "-", 5678)) and C.is_corner(("arithmetic", 1234, "+", 5678))
+    assert not C.is_corner(("arithmetic", 1234, "-", 5678)) and not C.is_corner(("arithmetic", 3, "+", 5678))
+    assert C.is_corner(("gaokao_filter", "x^2", None, True, 9, True, (-6, 0, 6)))
+    assert not any(C.is_corner(p.key) for p in itertools.islice(C.training_stream(1, set()), 5000))
+    corners = [p for p in C.held_out(200) if p.split == "corner"]
+    assert len(corners) == 50 * len(C.TASKS) and all(C.is_corner(p.key) for p in corners)
 
 
 def test_answers_match_an_independent_solver():
-    for p in itertools.islice(C.training_stream(5, set()), 400):
+    problems = list(itertools.islice(C.training_stream(5, set()), 600)) + C.held_out(50) + C.reserved_problems()
+    for p in problems:
         assert C.final(p.answer) == expected_final(p.task, p.prompt), p
 
 
 def test_worked_steps_are_right():
-    """The column arithmetic and the search walk, checked step by step."""
-    for p in itertools.islice(C.training_stream(6, set()), 300):
+    """Every column of the arithmetic, every step of the walks, checked against the numbers."""
+    for p in itertools.islice(C.training_stream(6, set()), 600):
+        work = p.answer.splitlines()[:-1]
         if p.task == "arithmetic":
-            cols = p.answer.splitlines()[0].split(",")
-            x, op, y = re.search(r"(\d+)([+-])(\d+)", p.prompt).groups()
-            x, y = int(x), int(y)
-            carry = 0
-            for i, col in enumerate(cols):
-                a, b, c, d = (int(v) for v in re.findall(r"\d", col))
-                assert (a, b, c) == (x // 10**i % 10, y // 10**i % 10, carry)
-                v = a + b + c if op == "+" else a - b - c
-                assert d == v % 10
-                carry = int(v >= 10) if op == "+" else int(v < 0)
+            _, x, op, y = p.key
+            assert work[0].startswith(f"{x}{op}{y}:") and (len(work) == 1 or work[1].startswith(f"-({y}-{x}):"))
+            passes = [(x, op, y, work[0].split(":")[1])] + (
+                [(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else []
+            )
+            assert (len(work) == 2) == (op == "-" and x < y)
+            for a_num, sign, b_num, line in passes:
+                carry = 0
+                for i, col in enumerate(line.split(",")):
+                    a, b, c, d = (int(v) for v in re.findall(r"\d", col))
+                    assert (a, b, c) == (a_num // 10**i % 10, b_num // 10**i % 10, carry), (p.prompt, col)
+                    v = a + b + c if sign == "+" else a - b - c
+                    assert d == v % 10
+                    carry = int(v >= 10) if sign == "+" else int(v < 0)
+                assert carry == (sign == "-" and a_num < b_num)
         if p.task == "search_range":
             nums, t = p.key[1], p.key[2]
-            for i, v, sign in re.findall(r"(\d):(\d)([<=>])", p.answer):
+            assert work[0].startswith(f"target={t}:")
+            steps = re.findall(r"(\d+):(-?\d+)([<=>])", work[0].split(":", 1)[1])
+            assert [int(i) for i, _, _ in steps] == list(range(len(steps)))
+            for i, v, sign in steps:
                 assert nums[int(i)] == int(v) and sign == "<=>"[(int(v) > t) - (int(v) < t) + 1]
+            assert steps[-1][2] == ">" or len(steps) == len(nums)
+        if p.task == "intersection":
+            a, b = p.key[1], p.key[2]
+            assert work[0] == ",".join(f"{v}{'∈' if v in b else '∉'}B" for v in a)
+        if p.task == "gaokao_filter":
+            cond = re.search(r"x\|(.*?)\}", plain(p.prompt)).group(1)
+            steps = re.findall(r"(-?\d+):([-\d<=>]+)([✓✗])", work[0])
+            assert [int(v) for v, _, _ in steps] == list(p.key[6])
+            for v, chain, mark in steps:
+                numbers, relations = ints(chain), re.findall(r"(?<=\d)[<=>]", chain)
+                assert value(cond, int(v)) in numbers and set(numbers) - {value(cond, int(v))} <= set(ints(cond))
+                assert all(relation == "<=>"[(a > b) - (a < b) + 1] for a, b, relation in
+                           zip(numbers, numbers[1:], relations)), chain  # fmt: skip
+                assert (mark == "✓") == holds(cond, int(v))
 
 
 def test_held_out_never_overlaps_training():
     held = C.held_out(C.HELD_OUT_MAX)
     keys = {p.key for p in held}
     assert len(keys) == len(held) == C.HELD_OUT_MAX * len(C.TASKS)
-    assert all(p.key not in keys for p in itertools.islice(C.training_stream(0, keys), 5000))
+    assert not keys & C.RESERVED
+    assert all(
+        p.key not in keys and p.key not in C.RESERVED for p in itertools.islice(C.training_stream(0, keys), 5000)
+    )
     small = C.held_out(20)
     assert all(p in held for p in small), "held_out(n) is the start of held_out(HELD_OUT_MAX), task by task"
     with pytest.raises(ValueError, match="n_per_task"):
         C.held_out(C.HELD_OUT_MAX + 1)
+
+
+def test_slices_sort_the_held_out_problems():
+    held = C.held_out(40)
+    assert {s for p in held for s in C.slices(p)} == set(C.SLICES)
+    counts = evaluate.score(held, [p.answer for p in held])  # the reference answers score 100% on every slice
+    assert all(right == asked for task in counts.values() for right, asked in task.values())
+    assert counts["arithmetic"]["all"] == [40, 40] and counts["arithmetic"]["numbers"][1] == 20
+
+
+def test_example_prompts_are_held_out_or_reserved():
+    examples = C.example_prompts(n_per_task=2)
+    held = {p.prompt for p in C.held_out(50)} | {p.prompt for p in C.reserved_problems()}
+    assert examples[0][0] == "已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()"
+    assert len(examples) == 1 + 2 * 2 * len(C.TASKS) and all(prompt in held for prompt, _ in examples)
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------------
@@ -182,8 +311,25 @@ def test_labels_cover_the_answer_only(tiny):
     assert tok.decode(answer) == p.answer + "<|im_end|>"
     prompt = tok.apply_chat_template(p.messages(), add_generation_prompt=True, tokenize=False)
     assert tok.decode(ids[: len(ids) - len(answer)]) == prompt, "the prompt is exactly what lab.generate feeds"
-    x, y = collate([(ids, labels), (ids[:5], labels[:5])], tok.pad_token_id)
-    assert x.shape == y.shape == (2, len(ids)) and (y[1, 5:] == -100).all()
+    x, y, mask = collate([(ids, labels), (ids[:5], labels[:5])], tok.pad_token_id)
+    assert x.shape == y.shape == mask.shape == (2, len(ids)) and (y[1, 5:] == -100).all()
+    assert mask[0].all() and mask[1, :5].all() and not mask[1, 5:].any()
+
+
+def test_load_balancing_loss_leaves_pads_out(tiny_moe):
+    """The MoE's aux loss, as the recipe calls the model, equals E * sum_e f_e * P_e over the real tokens only."""
+    from transformers.models.qwen2_moe.modeling_qwen2_moe import load_balancing_loss_func
+
+    model, tok = tiny_moe.model, tiny_moe.tokenizer
+    pairs = [encode(tok, p) for p in C.held_out(2)[:2]]
+    ids, labels, mask = collate([pairs[0], (pairs[1][0][:9], pairs[1][1][:9])], tok.pad_token_id)  # (2, S)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
+    real = mask.reshape(-1).bool()  # (2*S,)
+    by_hand = load_balancing_loss_func(tuple(g[real] for g in out.router_logits), 8, 2)  # real rows only
+    with_pads = load_balancing_loss_func(out.router_logits, 8, 2)
+    torch.testing.assert_close(out.aux_loss, by_hand)
+    assert not torch.isclose(out.aux_loss, with_pads), "the pads would have counted"
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -194,14 +340,18 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_short_run_is_reproducible_from_the_seed(kind, tiny):
+def test_a_short_run_is_reproducible_from_the_seed(kind, tiny, capsys):
     tok = tiny.tokenizer
-    recipe = Recipe(seed=7, steps=3, batch_size=4, warmup=1, sort_pool=2)
-    runs = []
+    recipe = Recipe(seed=7, steps=4, batch_size=4, warmup=1, sort_pool=2)
+    runs, weights = [], []
     for _ in range(2):
         model = make.init_model(kind, tok, seed=7)
-        runs.append(train(model, tok, recipe, progress=False, log_every=1))
-    assert runs[0]["loss"] == runs[1]["loss"] and len(runs[0]["loss"]) == 3
+        runs.append(train(model, tok, recipe, progress=True, log_every=1))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert runs[0]["loss"] == runs[1]["loss"] and len(runs[0]["loss"]) == 4
+    assert torch.equal(weights[0], weights[1]), "bitwise the same weights"
     if kind == "tiny-moe":
         assert all(a > 0 for a in runs[0]["aux_loss"]), "the router's load-balancing loss is part of the MoE's loss"
     assert runs[0]["threads"] == recipe.threads
+    lines = capsys.readouterr().out.splitlines()
+    assert 0 < len(lines) <= 2 * 10 and lines[-1].startswith("step 4/4"), "a few plain progress lines, no bar"

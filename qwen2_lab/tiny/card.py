@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from ..arch import arch_of
-from .curriculum import MIX, TASKS
+from .curriculum import HELD_OUT_TEMPLATES, MIX, TASKS, TEMPLATES
+from .evaluate import slice_table
 
 LIMITS = """\
-- It knows only the four tasks above, within their ranges and phrasings: sets of 3-5 one-digit elements, sorted
-  lists of 3-8 one-digit numbers, operands of 2-3 digits (subtraction only with a non-negative result), B within
-  -4..4 and the three shapes -c<x<c, -c<x^2<c, -c<x^3<c. Anything else (chat, other questions, two-digit set
-  elements, 4-digit numbers, a negative difference, a sentence it has never seen) gets a confident, wrong answer.
-- Arithmetic and the search only work with their shown work (the columns, the walk); the bare answer was never
-  trained and a tiny model does not learn it in minutes (see notebook 08).
-- Scores are on held-out problems from the same distributions as the training ones: they measure the procedure
-  learned within those ranges, not general arithmetic or reasoning.
+- It knows only the four tasks above, within their ranges: set elements from -20 to 20 (1 to 8 per set), sorted
+  lists of 1 to 12 integers from -20 to 50, operands of 1 to 4 digits, B of 3 to 6 integers from -6 to 6 against
+  x^3, x^2, |x| or 2x+1. Just beyond them (set elements up to ±60, lists of 13 to 16, a 5-digit operand, B up to
+  ±9) it scores what the table's last row says; further out, and on anything else (chat, other questions), it was
+  never trained and answers with the same confidence.
+- It needs its worked steps (the walk, the columns): the bare answer was never trained. The scores by slice above
+  are what to expect; a phrasing far from the sixteen it was trained on per task (eight per language) can fail even
+  on numbers it handles, and words it never saw can make it take one kind of problem for another.
 - It is a toy for looking inside (attention, routing, the residual stream), not a model to use."""
 
 
@@ -21,6 +22,7 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
     """The README.md text for checkpoint `kind`: what it is, how it was trained, its scores and its limits."""
     a = arch_of(config, kind)
     moe = a.n_experts > 0
+    n_trained = len(TEMPLATES[TASKS[0]]["zh"]) - HELD_OUT_TEMPLATES
     lines = [
         "---",
         "license: apache-2.0",
@@ -66,9 +68,12 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         "## Training data",
         "",
         "A seeded synthetic curriculum (`qwen2_lab/tiny/curriculum.py`) in ChatML, half Chinese and half English, "
-        "several phrasings per task; the loss is on the assistant's answer only. Task mix: "
+        f"{n_trained} trained phrasings per language and task, full-width and half-width punctuation mixed, spaces "
+        "after commas or not; the loss is on the assistant's answer only. Task mix: "
         + ", ".join(f"{t} {100 * MIX[t]:.0f}%" for t in TASKS)
-        + ". 1,000 problems per task are held out and never trained on.",
+        + ". Held out and never trained on: 1,000 problems per task, in three splits (new numbers in the trained "
+        f"phrasings; {HELD_OUT_TEMPLATES} more phrasings per language and task; the corners of the number ranges, "
+        "`curriculum.is_corner`), and the launch's gaokao question and the README's examples.",
         "",
         "| task | example question | answer |",
         "|---|---|---|",
@@ -83,8 +88,10 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
             f"{history['steps_done']} steps of {r['batch_size']} problems, AdamW (lr {r['lr']:g}, betas "
             f"{tuple(r['betas'])}, weight decay {r['weight_decay']}), {r['warmup']} warmup steps then cosine to "
             f"{r['min_lr_ratio']:g} x lr, gradient clipping {r['clip']}, seed {r['seed']}, "
-            f"{history['threads']} CPU thread(s): **{history['seconds'] / 60:.1f} minutes** on a shared 2-core CPU. "
-            f"Loss {history['loss'][0]:.3f} (first {history['step'][0]} steps) -> {history['loss'][-1]:.3f} (last). "
+            f"{history['threads']} CPU thread(s): **{history['cpu_seconds'] / 60:.1f} minutes of CPU** "
+            f"({history['seconds'] / 60:.1f} minutes wall on a 2-core CPU shared with other work: load average "
+            f"{load_text(history)}). Loss {history['loss'][0]:.3f} (first {history['step'][0]} steps) -> "
+            f"{history['loss'][-1]:.3f} (last). "
             "The loss curve is in `training.json` (`step`, `loss`, `lm_loss`, `aux_loss`, `lr`).",
         ]
     if results:
@@ -93,19 +100,30 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         lines += [
             "",
             f"Greedy decoding, {results['n_per_task']} held-out problems per task, the final answer compared with the "
-            "one computed from the problem. Re-run: `python -m qwen2_lab.tiny.evaluate " + kind + "`.",
+            "one computed from the problem. By slice (accuracy, and how many problems were asked):",
             "",
-            "The seed's gaokao question and the issue's example, word for word (kept out of training for every seed):",
+            slice_table(results),
+            "",
+            f"Re-run: `python -m qwen2_lab.tiny.evaluate {kind}`.",
+            "",
+            "The launch's gaokao question and the README's examples, word for word (kept out of training for every "
+            "random seed):",
             "",
             "| question | reply | |",
             "|---|---|---|",
         ]
-        lines += [f"| {cell(q['prompt'])} | {cell(q['reply'])} | {'right' if q['right'] else 'wrong: ' + q['expected']} |"
-                  for q in results.get("seed_questions", [])]  # fmt: skip
+        lines += [f"| {cell(q['prompt'])} | {cell(q['reply'])} | {'right' if q['right'] else 'wrong: ' + cell(q['expected'])} |"
+                  for q in results.get("reserved", [])]  # fmt: skip
     lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
               f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
               f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def load_text(history: dict) -> str:
+    """The machine's load average before and after training, as recorded (2 = both cores busy)."""
+    before, after = history.get("load") or (None, None)
+    return "not recorded" if before is None else f"{before:g} before, {after:g} after"
 
 
 def cell(text: str) -> str:

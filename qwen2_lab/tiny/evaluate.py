@@ -1,12 +1,13 @@
-"""Exact-match accuracy of a tiny checkpoint on the held-out problems, per task.
+"""Exact-match accuracy of a tiny checkpoint on the held-out problems, per task and per slice.
 
-    python -m qwen2_lab.tiny.evaluate                 # both bundled checkpoints, 200 held-out problems per task
+    python -m qwen2_lab.tiny.evaluate                 # both bundled checkpoints, 300 held-out problems per task
     python -m qwen2_lab.tiny.evaluate tiny -n 50      # one checkpoint, fewer problems
     python -m qwen2_lab.tiny.evaluate path/to/folder  # any checkpoint made by make.py
 
 Greedy decoding, the chat template with its default system prompt (exactly what `lab.generate(messages)` feeds the
 model), many prompts at once (padded on the left). A reply counts only if its final answer equals the one computed
-from the problem (`Problem.is_correct`).
+from the problem (`Problem.is_correct`). The slices (`curriculum.slices`): the three held-out splits (new numbers in
+trained phrasings, unseen phrasings, range corners), one-digit against multi-digit numbers, negatives, language.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import time
 
 import torch
 
-from .curriculum import TASKS, Problem, held_out, reserved_problems
+from .curriculum import SLICE_LABELS, SLICES, TASKS, Problem, beyond, held_out, reserved_problems, slices
+
+DEFAULT_N = 300
+DEFAULT_BEYOND = 50
 
 
 @torch.inference_mode()
-def answer(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64, batch_size: int = 100) -> list[str]:
+def answer(model, tokenizer, problems: list[Problem], max_new_tokens: int = 128, batch_size: int = 64) -> list[str]:
     """Greedy replies to each problem's question, decoded without special tokens."""
     replies = []
     for i in range(0, len(problems), batch_size):
@@ -33,32 +37,52 @@ def answer(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64, 
     return replies
 
 
-def evaluate(model, tokenizer, n_per_task: int = 200) -> dict:
-    """Accuracy per task on the first `n_per_task` held-out problems of each, and the replies to the seed's questions.
+def score(problems: list[Problem], replies: list[str]) -> dict:
+    """{task: {slice: [right, asked]}} over the problems and their replies."""
+    counts = {t: {s: [0, 0] for s in SLICES} for t in TASKS}
+    for p, r in zip(problems, replies):
+        for s in slices(p):
+            counts[p.task][s][0] += p.is_correct(r)
+            counts[p.task][s][1] += 1
+    return counts
 
-    Returns {"scores": {task: accuracy}, "n_per_task", "seconds", "wrong_examples": {task: up to 3},
-    "seed_questions": [{"prompt", "expected", "reply", "right"}]}.
+
+def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -> dict:
+    """Accuracy per task and slice on the first `n_per_task` held-out problems of each, the replies to the reserved
+    questions (the launch's gaokao question, the README's examples), and, if `n_beyond`, the accuracy on that many
+    problems per task just outside the trained ranges (`curriculum.beyond`).
+
+    Returns {"scores": {task: accuracy}, "slices": {task: {slice: [right, asked]}}, "n_per_task", "seconds",
+    "wrong_examples": {task: up to 3}, "reserved": [{"prompt", "expected", "reply", "right"}], "beyond": {task:
+    [right, asked]} (empty without n_beyond)}.
     """
     problems = held_out(n_per_task)
     start = time.time()
     replies = answer(model, tokenizer, problems)
-    right = {t: 0 for t in TASKS}
+    counts = score(problems, replies)
     wrong_examples = {t: [] for t in TASKS}
     for p, r in zip(problems, replies):
-        if p.is_correct(r):
-            right[p.task] += 1
-        elif len(wrong_examples[p.task]) < 3:
-            wrong_examples[p.task].append({"prompt": p.prompt, "expected": p.answer, "reply": r})
-    scores = {t: right[t] / n_per_task for t in TASKS}
-    seed = reserved_problems()
-    seed_replies = [{"prompt": p.prompt, "expected": p.answer, "reply": r, "right": p.is_correct(r)}
-                    for p, r in zip(seed, answer(model, tokenizer, seed))]  # fmt: skip
-    return {"scores": scores, "n_per_task": n_per_task, "seconds": round(time.time() - start, 1),
-            "wrong_examples": wrong_examples, "seed_questions": seed_replies}  # fmt: skip
+        if not p.is_correct(r) and len(wrong_examples[p.task]) < 3:
+            wrong_examples[p.task].append({"prompt": p.prompt, "expected": p.answer, "reply": r, "split": p.split})
+    reserved = reserved_problems()
+    asked = [{"prompt": p.prompt, "expected": p.answer, "reply": r, "right": p.is_correct(r)}
+             for p, r in zip(reserved, answer(model, tokenizer, reserved))]  # fmt: skip
+    outside = beyond(n_beyond) if n_beyond else []
+    outside_counts = {t: [0, 0] for t in TASKS} if n_beyond else {}
+    for p, r in zip(outside, answer(model, tokenizer, outside)):
+        outside_counts[p.task][0] += p.is_correct(r)
+        outside_counts[p.task][1] += 1
+    return {"scores": {t: counts[t]["all"][0] / counts[t]["all"][1] for t in TASKS}, "slices": counts,
+            "n_per_task": n_per_task, "seconds": round(time.time() - start, 1), "wrong_examples": wrong_examples,
+            "reserved": asked, "beyond": outside_counts}  # fmt: skip
+
+
+def cell(right: int, asked: int) -> str:
+    return f"{100 * right / asked:.1f}% ({asked})" if asked else "-"
 
 
 def table(results: dict[str, dict]) -> str:
-    """A markdown table: one row per task, one column per checkpoint."""
+    """A markdown table: one row per task, one column per checkpoint (all held-out problems)."""
     names = list(results)
     lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for t in TASKS:
@@ -68,23 +92,41 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+BEYOND_LABEL = "just beyond the trained ranges (not a goal)"
+
+
+def slice_table(result: dict) -> str:
+    """A markdown table for one checkpoint: one row per slice, one column per task; each cell `accuracy (asked)`.
+    A last row for the problems beyond the trained ranges, if they were asked."""
+    lines = ["| slice | " + " | ".join(TASKS) + " |", "|---|" + "---:|" * len(TASKS)]
+    for s in SLICES:
+        lines.append(f"| {SLICE_LABELS[s]} | " + " | ".join(cell(*result["slices"][t][s]) for t in TASKS) + " |")
+    if result.get("beyond"):
+        lines.append(f"| {BEYOND_LABEL} | " + " | ".join(cell(*result["beyond"][t]) for t in TASKS) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from .. import load
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", default=["tiny", "tiny-moe"], help="bundled names or checkpoint folders")
-    ap.add_argument("-n", type=int, default=200, help="held-out problems per task (at most 1000)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("-n", type=int, default=DEFAULT_N, help="held-out problems per task (at most 1000)")
+    ap.add_argument("--beyond", type=int, default=DEFAULT_BEYOND, help="problems per task beyond the trained ranges")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on a shared CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {}
     for name in args.names:
         lab = load(name, device="cpu")
-        results[name] = evaluate(lab.model, lab.tokenizer, args.n)
-        print(f"{name}: {results[name]['seconds']} s")
-        for q in results[name]["seed_questions"]:
-            print(f"  {q['prompt']} -> {q['reply']} ({'right' if q['right'] else 'wrong'})")
-    print(table(results))
+        results[name] = evaluate(lab.model, lab.tokenizer, args.n, args.beyond)
+        print(f"\n## {name} ({results[name]['seconds']} s)\n")
+        print(slice_table(results[name]))
+        print("\nReserved questions (never trained on):")
+        for q in results[name]["reserved"]:
+            print(f"  {q['prompt']} -> {q['reply'].splitlines()[-1] if q['reply'] else ''} "
+                  f"({'right' if q['right'] else 'wrong'})")  # fmt: skip
+    print("\n" + table(results))
 
 
 if __name__ == "__main__":

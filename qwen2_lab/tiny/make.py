@@ -5,6 +5,7 @@
     python -m qwen2_lab.tiny.make --steps 100 --out DIR # a short run somewhere else
     python -m qwen2_lab.tiny.make --random              # untrained, seeded random weights (seconds)
     python -m qwen2_lab.tiny.make --card-only           # rewrite each README.md from its training.json
+    python -m qwen2_lab.tiny.make --eval-only           # score them again (nothing retrained), then rewrite cards
 
 Each is a real Hugging Face checkpoint folder (config.json, model.safetensors, generation_config.json, tokenizer
 files, README.md model card, training.json with the loss curve and the scores) loaded by the same `from_pretrained`
@@ -24,14 +25,14 @@ import re
 import time
 from pathlib import Path
 
-from ..facts import CHAT_TEMPLATE, PRETOKENIZE_REGEX, SPECIAL_TOKENS, chatml
+from ..facts import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, PRETOKENIZE_REGEX, SPECIAL_TOKENS, chatml
 from .curriculum import HELD_OUT_MAX, held_out, training_stream
 
 HERE = Path(__file__).parent
 SEED = 0
 KINDS = ("tiny", "tiny-moe")
 
-VOCAB_SIZE = 640  # BPE merges stop short of this on the curriculum: every frequent word is already one token
+VOCAB_SIZE = 1024  # BPE merges stop short of this on the curriculum: every frequent word is already one token
 
 COMMON = dict(
     hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, intermediate_size=384,
@@ -39,30 +40,21 @@ COMMON = dict(
     initializer_range=0.02,
 )  # fmt: skip
 MOE = dict(
-    num_experts=8, num_experts_per_tok=2, moe_intermediate_size=96, shared_expert_intermediate_size=192,
-    norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.01,
+    num_experts=8, num_experts_per_tok=2, moe_intermediate_size=80, shared_expert_intermediate_size=160,
+    norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.001,
 )  # fmt: skip
-
-# The seed's own questions (shared/reference/qwen2.md, section 5), so the tokenizer has seen their words too.
-SEED_PROMPTS = [
-    "已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()",
-    "当x∈[0, 2π]时，曲线y=sinx与y=2sin(3x-π/6)的交点个数为？",
-    "给你一个按照非递减顺序排列的整数数组nums，和一个目标值target。请你找出给定目标值在数组中的开始位置和结束位置。"
-    "如果数组中不存在目标值 target，返回 [-1, -1]。你必须设计并实现时间复杂度为 O(log n) 的算法解决此问题。",
-]
 
 
 def corpus(n: int = 4000, seed: int = SEED) -> list[str]:
     """The tokenizer's training text: `n` training chats exactly as ChatML renders them, cut at the special tokens
-    (which are added whole and never merged with their neighbours), and the seed's questions."""
+    (which are added whole and never merged with their neighbours). Nothing held out or reserved is in it: the
+    held-out phrasings and the launch's question are tokenized with merges learned from other text."""
     exclude = {p.key for p in held_out(HELD_OUT_MAX)}
     special = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
-    pieces = []
+    turns = []  # every chat with its system turn written out: one render gives each chat's text, one after another
     for p in itertools.islice(training_stream(seed, exclude), n):
-        turns = [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": p.answer}]
-        chat = chatml(turns, add_generation_prompt=False)
-        pieces += [piece for piece in special.split(chat) if piece]
-    return pieces + SEED_PROMPTS
+        turns += [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *p.messages(with_answer=True)]
+    return [piece for piece in special.split(chatml(turns, add_generation_prompt=False)) if piece]
 
 
 def build_tokenizer(lines: list[str], vocab_size: int = VOCAB_SIZE):
@@ -161,8 +153,24 @@ def rewrite_card(out: Path, kind: str) -> Path:
     return out / "README.md"
 
 
+def reevaluate(out: Path, kind: str, eval_n: int = 300, n_beyond: int = 50) -> Path:
+    """Score a trained checkpoint again (after the evaluation changed: nothing is retrained), store the scores in its
+    training.json and rewrite its card."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluate import evaluate
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    run = json.loads((out / "training.json").read_text())
+    run["eval"] = evaluate(model, AutoTokenizer.from_pretrained(out), eval_n, n_beyond)
+    (out / "training.json").write_text(json.dumps(run, ensure_ascii=False, indent=1))
+    return rewrite_card(out, kind)
+
+
 def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
-         minutes: float | None = None, eval_n: int = 200, progress: bool = True) -> Path:  # fmt: skip
+         minutes: float | None = None, eval_n: int = 300, n_beyond: int = 50, progress: bool = True) -> Path:  # fmt: skip
     """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
     from .evaluate import evaluate
     from .train import Recipe
@@ -175,7 +183,7 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool 
         recipe = Recipe(seed=seed, **({"steps": steps} if steps else {}))
         history = train_model(model, tokenizer, recipe, minutes=minutes, progress=progress)
         if eval_n:
-            results = evaluate(model, tokenizer, eval_n)
+            results = evaluate(model, tokenizer, eval_n, n_beyond)
     return save(model, tokenizer, out, kind, history, results)
 
 
@@ -187,19 +195,23 @@ def main(argv=None):
     ap.add_argument("--random", action="store_true", help="skip training: seeded random weights")
     ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     ap.add_argument("--minutes", type=float, help="stop training after this many minutes (the card says so)")
-    ap.add_argument("--eval-n", type=int, default=200, help="held-out problems per task to score (0: skip)")
+    ap.add_argument("--eval-n", type=int, default=300, help="held-out problems per task to score (0: skip)")
+    ap.add_argument("--beyond", type=int, default=50, help="problems per task beyond the trained ranges to score")
     ap.add_argument("--card-only", action="store_true", help="only rewrite README.md from training.json")
+    ap.add_argument("--eval-only", action="store_true", help="only score the checkpoint again, then rewrite README.md")
     args = ap.parse_args(argv)
-    if args.card_only:
+    if args.card_only or args.eval_only:
         for kind in [args.only] if args.only else KINDS:
-            print(f"{kind}: {rewrite_card(args.out / kind, kind)}")
+            folder = args.out / kind
+            card = reevaluate(folder, kind, args.eval_n, args.beyond) if args.eval_only else rewrite_card(folder, kind)
+            print(f"{kind}: {card}")
         return
     t0 = time.time()
     tokenizer = build_tokenizer(corpus(seed=args.seed))
     print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - t0:.1f} s)")
     for kind in [args.only] if args.only else KINDS:
         path = make(kind, args.out / kind, args.seed, tokenizer, train=not args.random, steps=args.steps,
-                    minutes=args.minutes, eval_n=args.eval_n)  # fmt: skip
+                    minutes=args.minutes, eval_n=args.eval_n, n_beyond=args.beyond)  # fmt: skip
         size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
         print(f"{kind}: {path} ({size:.1f} MiB)")
         if (path / "training.json").exists():

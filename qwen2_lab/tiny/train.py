@@ -17,6 +17,7 @@ seed, steps and thread count give the same losses.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -31,10 +32,10 @@ class Recipe:
     """Everything that decides a training run (saved beside the checkpoint, in training.json)."""
 
     seed: int = 0
-    steps: int = 5000
+    steps: int = 10000
     batch_size: int = 16  # small batches, many steps: more updates per second of CPU is what a tiny model needs
-    lr: float = 1e-3
-    warmup: int = 100
+    lr: float = 3e-3
+    warmup: int = 200
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.98)
@@ -55,19 +56,22 @@ def encode(tokenizer, problem: Problem) -> tuple[list[int], list[int]]:
     return p_ids + a_ids, [-100] * len(p_ids) + a_ids
 
 
-def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad on the right to the longest: input_ids and labels, (B, S) each; pads get label -100."""
+def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad on the right to the longest: input_ids, labels and attention_mask, (B, S) each; pads get label -100 and
+    mask 0 (so the MoE's load-balancing loss counts real tokens only)."""
     S = max(len(ids) for ids, _ in pairs)
     ids = torch.full((len(pairs), S), pad_id, dtype=torch.long)  # (B, S)
     labels = torch.full((len(pairs), S), -100, dtype=torch.long)  # (B, S)
+    mask = torch.zeros((len(pairs), S), dtype=torch.long)  # (B, S)
     for i, (x, y) in enumerate(pairs):
         ids[i, : len(x)] = torch.tensor(x)
         labels[i, : len(y)] = torch.tensor(y)
-    return ids, labels
+        mask[i, : len(x)] = 1
+    return ids, labels, mask
 
 
 def batches(tokenizer, recipe: Recipe, exclude: set):
-    """Endless (input_ids, labels) batches from the seeded training stream, grouped by similar length."""
+    """Endless (input_ids, labels, attention_mask) batches from the seeded training stream, grouped by similar length."""
     stream = training_stream(recipe.seed, exclude, recipe.mix or MIX)
     rng = random.Random(recipe.seed + 1)
     pad_id = tokenizer.pad_token_id
@@ -101,9 +105,10 @@ def train(model, tokenizer, recipe: Recipe, *, minutes: float | None = None, pro
     """Train `model` in place; return the history: the recipe, the loss curve and the time taken.
 
     minutes: a wall-clock cap; if reached, training stops early and the history says so (`stopped_early`).
+    progress: print the loss at most PROGRESS_LINES times, one plain line each (no bar, nothing timed).
     History: {"step", "loss", "lm_loss", "aux_loss", "lr"} lists, one entry every `log_every` steps (the mean over
-    those steps), and "recipe", "seconds", "steps_done", "stopped_early", "threads".
-    Runs on `recipe.threads` CPU threads and restores the caller's thread count afterwards.
+    those steps), and "recipe", "seconds" (wall), "cpu_seconds" (this process's CPU time), "steps_done",
+    "stopped_early", "threads", "load" (the machine's load average before and after). Runs on `recipe.threads` CPU threads and restores the caller's count afterwards.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
@@ -113,9 +118,15 @@ def train(model, tokenizer, recipe: Recipe, *, minutes: float | None = None, pro
         torch.set_num_threads(threads)
 
 
-def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> dict:
-    from tqdm.auto import tqdm
+PROGRESS_LINES = 10
 
+
+def machine_load() -> float | None:
+    """The 1-minute load average (runnable processes; 2 means both cores of a 2-core CPU busy), where the OS has one."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> dict:
     torch.manual_seed(recipe.seed)
     is_moe = model.config.model_type == "qwen2_moe"
     aux_coef = model.config.router_aux_loss_coef if is_moe else 0.0
@@ -125,21 +136,23 @@ def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> di
     model.train()
     hist = {k: [] for k in ("step", "loss", "lm_loss", "aux_loss", "lr")}
     window = {"loss": [], "aux_loss": []}
-    start, stopped, step = time.time(), False, 0
-    bar = tqdm(total=recipe.steps, desc=f"training {model.config.model_type}", disable=not progress)
+    load_before = machine_load()
+    start, cpu_start, stopped, step = time.time(), time.process_time(), False, 0
+    report_every = max(1, recipe.steps // PROGRESS_LINES)
     while step < recipe.steps and not stopped:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        ids, labels = next(data)  # (B, S) each
-        out = model(input_ids=ids, labels=labels, **({"output_router_logits": True} if is_moe else {}))
-        out.loss.backward()  # for the MoE, out.loss already includes router_aux_loss_coef * aux_loss
+        ids, labels, mask = next(data)  # (B, S) each
+        out = model(
+            input_ids=ids, attention_mask=mask, labels=labels, **({"output_router_logits": True} if is_moe else {})
+        )
+        out.loss.backward()  # for the MoE, out.loss already includes router_aux_loss_coef * aux_loss (pads left out)
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         window["loss"].append(out.loss.item())
         window["aux_loss"].append(out.aux_loss.item() if is_moe else 0.0)
         step += 1
-        bar.update()
         stopped = minutes is not None and time.time() - start > 60 * minutes
         if step % log_every == 0 or step == recipe.steps or stopped:
             loss, aux = (sum(v) / len(v) for v in window.values())
@@ -149,8 +162,11 @@ def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> di
             hist["aux_loss"].append(aux)
             hist["lm_loss"].append(loss - aux_coef * aux)
             window = {"loss": [], "aux_loss": []}
-            bar.set_postfix(loss=f"{loss:.4f}")
-    bar.close()
+        if progress and (step % report_every == 0 or stopped):
+            print(
+                f"step {step}/{recipe.steps}  loss {hist['loss'][-1] if hist['loss'] else out.loss.item():.4f}  {time.time() - start:.0f} s",
+                flush=True,
+            )
     model.eval()
-    return dict(hist, recipe=asdict(recipe), seconds=round(time.time() - start, 1), steps_done=step,
-                stopped_early=stopped, threads=torch.get_num_threads())  # fmt: skip
+    return dict(hist, recipe=asdict(recipe), load=[load_before, machine_load()], seconds=round(time.time() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1),
+                steps_done=step, stopped_early=stopped, threads=torch.get_num_threads())  # fmt: skip
