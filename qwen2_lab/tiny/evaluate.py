@@ -13,6 +13,7 @@ trained phrasings, unseen phrasings, range corners), one-digit against multi-dig
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -75,6 +76,13 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -
     return {"scores": {t: counts[t]["all"][0] / counts[t]["all"][1] for t in TASKS}, "slices": counts,
             "n_per_task": n_per_task, "seconds": round(time.time() - start, 1), "wrong_examples": wrong_examples,
             "reserved": asked, "beyond": outside_counts}  # fmt: skip
+
+
+def shipped_scores(name: str) -> dict[str, float]:
+    """{task: accuracy} measured when bundled checkpoint `name` was made (its training.json, as its model card says)."""
+    from ..loading import bundled_path
+
+    return json.loads((bundled_path(name) / "training.json").read_text())["eval"]["scores"]
 
 
 def cell(right: int, asked: int) -> str:
