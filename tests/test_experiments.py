@@ -133,7 +133,8 @@ def test_divergence_finds_where_an_edit_changes_the_answer():
     b = a.branch(2, next(c.id for c in a.steps[2].top if c.id != a.token_ids[2]))
     d = divergence(a, b)
     assert d.step == 2 and d.token_a == a.tokens[2] and d.token_b == b.tokens[2]
-    assert d.p_a[0] == pytest.approx(a.steps[2].prob) and d.p_a == pytest.approx((d.p_a[0], d.p_a[0]), rel=1e-5)  # the same step (b recomputes it: float noise)
+    assert d.p_a[0] == pytest.approx(a.steps[2].prob)
+    assert d.p_a == pytest.approx((d.p_a[0], d.p_a[0]), rel=1e-5)  # the same step, which b recomputes: float noise
     assert divergence(a, a).step is None and "agree" in str(divergence(a, a))
     steered = lab.generate_steps(
         CLEAN, max_new_tokens=6, do_sample=False, keep_logits=False, edits=E.zero_heads(1, [0, 1, 2])
