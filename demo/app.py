@@ -42,7 +42,7 @@ from qwen2_lab.arch import count  # noqa: E402
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.loading import BUNDLED  # noqa: E402
 from qwen2_lab.tiny.curriculum import example_prompts  # noqa: E402
-from qwen2_lab.tiny.evaluate import shipped_scores  # noqa: E402
+from qwen2_lab.tiny.evaluate import score_range  # noqa: E402
 
 MODEL_GROUP = "model"  # the concurrency group of everything that runs the model: one at a time
 QUEUE_SIZE = 16
@@ -113,12 +113,6 @@ def banner(lab) -> str:
         f"**`{lab.name}` runs here.** The examples are the three problems Qwen2 was launched with (two 2024 gaokao"
         " math questions and LeetCode 34, in Chinese and English), whose answers the demo checks, and a few more."
     )
-
-
-def score_range(name: str) -> str:
-    """'83-97%': the lowest and highest per-task accuracy measured for bundled model `name`."""
-    scores = sorted(shipped_scores(name).values())
-    return f"{100 * scores[0]:.0f}-{100 * scores[-1]:.0f}%"
 
 
 def model_card(lab) -> str:

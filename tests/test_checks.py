@@ -155,6 +155,8 @@ SIN = "gaokao-2024-sin"
         (SIN, "3x - π/6 runs over 6 half-periods... the number of intersection points is 8", False, 8),
         (SIN, "交点个数为 6？错了，应该是 4 个交点。", False, 4),
         (SIN, "y = 2sin(3x-π/6) has period 2π/3", False, None),
+        (SIN, "0:0<0<22✓,5:2<11<22✓\nA∩B={0,5,6}", False, None),  # a set is no count, though it ends in 6
+        (SIN, "A∩B={0,5}\n6", True, 6),
     ],
 )
 def test_check_answer(pid, reply, passed, got):

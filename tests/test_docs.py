@@ -31,3 +31,16 @@ def test_readme_python_snippets_run():
     assert len(runnable) >= 3
     for block in runnable:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_states_the_bundled_models_measured_scores():
+    """The README's table of the bundled models' held-out scores is their model cards' (training.json's) numbers."""
+    from qwen2_lab.tiny.curriculum import TASK_LABELS
+    from qwen2_lab.tiny.evaluate import score_range, shipped_scores
+
+    readme = (ROOT / "README.md").read_text()
+    tiny, moe = shipped_scores("tiny"), shipped_scores("tiny-moe")
+    for task, label in TASK_LABELS.items():
+        assert f"| {label} | {100 * tiny[task]:.1f}% | {100 * moe[task]:.1f}% |" in readme, task
+    guide = (ROOT / "notebooks" / "README.md").read_text()
+    assert f"{score_range('tiny')} (`tiny`) and {score_range('tiny-moe')} (`tiny-moe`)" in guide

@@ -167,6 +167,7 @@ def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
     if prob.kind == "set" and (values := _values("set", flat)):
         return values[-1], "the last set in the reply"
     last_line = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
+    last_line = re.sub(r"\{[^{}]*\}", " ", last_line)  # a number inside a set literal counts nothing
     if prob.kind == "count" and (values := _values("count", last_line)):
         return values[-1], "the last number on the last line"
     return None, ""

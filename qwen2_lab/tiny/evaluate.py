@@ -85,6 +85,12 @@ def shipped_scores(name: str) -> dict[str, float]:
     return json.loads((bundled_path(name) / "training.json").read_text())["eval"]["scores"]
 
 
+def score_range(name: str) -> str:
+    """'85-92%': the lowest and highest per-task accuracy measured for bundled model `name`."""
+    scores = sorted(shipped_scores(name).values())
+    return f"{100 * scores[0]:.0f}-{100 * scores[-1]:.0f}%"
+
+
 def cell(right: int, asked: int) -> str:
     return f"{100 * right / asked:.1f}% ({asked})" if asked else "-"
 
