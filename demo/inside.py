@@ -26,7 +26,7 @@ WINDOW = 24  # positions shown at first: the conversation's last 24 tokens
 MAX_WINDOW = viz.MAX_TOKENS  # the most positions one figure draws
 AUTO = "auto"  # the KV-group menu's "every group (recorded) / the group of the most structured head (traced)"
 ROUTING = ("router_probs", "topk_experts", "topk_weights", "shared_gate")  # the MoE sites moe_routing draws
-MAX_LENS_COST = 0.5  # record the lens while generating by default when it adds at most half a forward per token
+MAX_LENS_COST = 1.0  # record the lens while generating by default when it adds at most one forward per token
 
 
 def conversation_ids(lab, history, system_prompt: str | None = None, max_tokens: int = MAX_LOOK_TOKENS):
@@ -156,7 +156,7 @@ def record_options(arch) -> dict:
 def lens_cost(arch) -> float:
     """The work the logit lens adds to each new token, as a share of that token's forward: every layer's residual
     through lm_head (n_layers x hidden x vocab multiply-adds) against the forward's (its active weights, with
-    lm_head once). About 0.4 for the bundled models, 6.6 for Qwen2-0.5B, 2.2 for Qwen2-7B."""
+    lm_head once). About 0.6 for the bundled models, 6.6 for Qwen2-0.5B, 2.2 for Qwen2-7B."""
     lm_head = arch.hidden * arch.vocab
     forward = arch.active_params - arch.embedding_params + lm_head
     return arch.n_layers * lm_head / forward

@@ -98,6 +98,7 @@ def test_a_page_reply_records_the_candidates_and_look_insides_sites_and_nothing_
 
 def test_the_lens_is_recorded_by_default_only_where_it_costs_little(demo_lab, moe_lab):
     assert inside.record_by_default(demo_lab.arch) and inside.record_by_default(moe_lab.arch)
+    assert inside.lens_cost(demo_lab.arch) == pytest.approx(0.6, abs=0.05)  # as the docstring and README say
     for name, cost in [("Qwen/Qwen2-0.5B-Instruct", 6.6), ("Qwen/Qwen2-7B-Instruct", 2.2)]:
         arch = arch_of(family_config(name), name)
         assert inside.lens_cost(arch) == pytest.approx(cost, abs=0.05) and not inside.record_by_default(arch)
