@@ -27,10 +27,12 @@ def confidence_bin(p: float) -> str:
 
 
 def shown_text(step) -> str:
-    """What a token adds to the reply as the confidence view writes it: its piece of text; an end-of-turn (or other
-    special) token, which adds none, as itself; '' for the first bytes of a character that the next token ends."""
+    """What a token adds to the reply as the confidence view writes it: its piece of text, with each line break
+    shown as ⏎ (the view draws one span per token, and a bare line break would draw none, nothing to click); an
+    end-of-turn (or other special) token, which adds none, as itself; '' for the first bytes of a character that the
+    next token ends."""
     if step.piece or "\ufffd" in step.token:
-        return step.piece
+        return step.piece.replace("\n", "⏎")
     return step.token
 
 

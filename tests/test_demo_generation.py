@@ -108,9 +108,10 @@ def test_each_token_is_coloured_by_its_probability(demo_lab):
     _, gen = page_reply(demo_lab)
     value = tokens.confidence(gen)
     assert [label for _, label in value] == [tokens.confidence_bin(s.prob) for s in gen.steps]
-    assert "".join(text for text, _ in value) == gen.text + "".join(
+    assert "".join(text for text, _ in value) == gen.text.replace("\n", "⏎") + "".join(
         s.token for s in gen.steps if s.token_id in gen.settings.eos
-    )  # the text, and the end-of-turn token written as itself
+    )  # the text with its line breaks shown (a bare one would draw no span to click), the end of turn as itself
+    assert "\n" in gen.text and not any("\n" in text for text, _ in value)
     assert tokens.confidence_bin(0.95) == "90% or more" and tokens.confidence_bin(0.1) == "under 20%"
     assert set(tokens.COLORS) == {label for _, label in tokens.BINS}
     assert tokens.confidence(None) is None

@@ -175,7 +175,7 @@ def test_bad_branches_are_refused(tiny):
     gen = tiny.generate_steps(MSGS, max_new_tokens=3, do_sample=False)
     with pytest.raises(IndexError, match="steps 0..2"):
         gen.branch(3, 5)
-    with pytest.raises(ValueError, match="0..639"):
+    with pytest.raises(ValueError, match=rf"0\.\.{tiny.arch.vocab - 1}\b"):
         gen.branch(0, 10**6)
     with pytest.raises(ValueError, match="exactly one token"):
         gen.branch(0, "A={1,2,3}")

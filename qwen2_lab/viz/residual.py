@@ -104,7 +104,7 @@ def draw_residual_norms(d: ResidualNorms) -> go.Figure:
         row=1, col=2,
     )  # fmt: skip
     fig.update_xaxes(row=1, col=1, title_text="layer")
-    fig.update_yaxes(row=1, col=1, type="log", title_text="L2 norm (log scale)")
+    fig.update_yaxes(row=1, col=1, type="log", dtick="D2", title_text="L2 norm (log scale)")  # 1, 2, 5, 10: apart
     fig.update_xaxes(row=1, col=2, title_text="token", **token_axis(d.labels, d.positions))
     fig.update_yaxes(row=1, col=2, title_text="layer", dtick=1 if len(d.layers) <= 30 else 8, autorange="reversed")
     fig.update_layout(legend=LEGEND_BELOW)
