@@ -93,8 +93,8 @@ def test_a_heads_share_is_its_o_proj_output_read_through_the_final_norm(lab):
     alone[h] = z[h]
     with torch.no_grad():
         written = lab.model.model.layers[L].self_attn.o_proj(alone.flatten())  # (H,): what head h adds
-    w = lab.model.lm_head.weight[list(ANSWER)]
-    share = (lab.model.model.norm.weight * written * dla.scale) @ (w[0] - w[1])
+        w = lab.model.lm_head.weight[list(ANSWER)]
+        share = (lab.model.model.norm.weight * written * dla.scale) @ (w[0] - w[1])
     assert float(dla.heads[L, h]) == pytest.approx(float(share), rel=1e-4, abs=1e-5)
 
 
