@@ -26,3 +26,19 @@ def build(model: str, device: str = "cpu", dtype: str = "auto", *, tokenizer: bo
     dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     hf = AutoModelForCausalLM.from_config(family_config(SHAPES[model]), dtype=dtype).to(pick_device(device)).eval()
     return qwen2_lab.Lab(hf, qwen2_lab.qwen2_tokenizer() if tokenizer else None, name=f"random {model} shape")
+
+
+def machine_options(parser, *, dtype: str = "auto", threads: int | None = None) -> None:
+    """The options every script takes for where it runs: --device, --dtype, --threads."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=dtype)
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads (1 on a busy machine)")
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU threads when asked; the number it will use."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

@@ -24,7 +24,7 @@ import random
 import statistics
 import time
 
-from common import build  # noqa: E402
+from common import build, machine_options, use_threads  # noqa: E402
 
 
 def rows(lab, new_tokens: int) -> dict:
@@ -84,16 +84,10 @@ def main(argv=None) -> None:
     p.add_argument("--models", nargs="+", default=["0.5B"], help="tiny, tiny-moe, 0.5B, 1.5B, 7B, a hub id")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    machine_options(p)
     args = p.parse_args(argv)
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{args.new_tokens} new tokens, greedy, device {args.device}, torch threads {torch.get_num_threads()};"
+    threads = use_threads(args.threads)
+    print(f"{args.new_tokens} new tokens, greedy, device {args.device}, torch threads {threads};"
           f" {args.rounds} paired rounds after a warm-up; x = median over rounds of generate's time / the row's")  # fmt: skip
     header = f"{'model':<20} {'path':<16} {'tokens/s':>9} {'x':>7}"
     lines = [header, "-" * len(header)]

@@ -21,7 +21,7 @@ import argparse
 import random
 import time
 
-from common import build  # noqa: E402
+from common import build, machine_options, use_threads  # noqa: E402
 
 
 def naive_patch(model, ids, clean_hidden, layer: int, pos: int, answer) -> float:
@@ -48,17 +48,14 @@ def main(argv=None) -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--naive-sample", type=int, default=32, help="patches timed in the naive loop")
     p.add_argument("--batch", type=int, default=32, help="rows per batch in the lab sweep")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    machine_options(p)
     args = p.parse_args(argv)
 
     import torch
 
     from qwen2_lab.patching import patch_sweep
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     lab = build(args.model, args.device, args.dtype, tokenizer=False)
     gen = torch.Generator().manual_seed(0)
     vocab = min(lab.arch.vocab, 150_000)

@@ -25,7 +25,7 @@ def main(argv=None) -> None:
 
     import torch
     from transformer_lens import patching
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.model_bridge.sources import build_bridge_from_module  # public: in its __all__
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     if args.threads:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "demo"), str(ROOT)]  # the demo's modules, and qwen2_lab from a clone
-from common import build  # noqa: E402
+from common import build, machine_options, use_threads  # noqa: E402
 
 
 def measure(lab, new_tokens: int, repeats: int, http: bool, page: bool = False) -> dict[str, list[float]]:
@@ -112,19 +112,13 @@ def main(argv=None) -> None:
     p.add_argument("--models", nargs="+", default=["tiny", "0.5B"], help="tiny, tiny-moe, 0.5B, 1.5B, 7B, a hub id")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    machine_options(p)
     p.add_argument("--http", action="store_true", help="also time the served app through gradio_client")
     p.add_argument("--page", action="store_true", help="also time the page's chat, with and without its record")
     args = p.parse_args(argv)
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = use_threads(args.threads)
     print(f"{args.new_tokens} new tokens, greedy; median of {args.repeats} after a warm-up; device {args.device},"
-          f" torch threads {torch.get_num_threads()}")  # fmt: skip
+          f" torch threads {threads}")  # fmt: skip
     header = f"{'model':<20} {'path':<12} {'tokens/s':>10} {'s/reply':>9} {'vs generate':>12}"
     lines = [header, "-" * len(header)]
     for model in args.models:

@@ -24,23 +24,10 @@ import subprocess
 import sys
 import time
 
+from common import build, machine_options  # noqa: E402
+
 MODES = ["hf_eager", "hf_sdpa", "lab_nothing", "lab_every_site"]
 THREADS = 2  # --threads; on a busy machine use 1: spinning OpenMP threads that share cores distort every row
-SHAPES = {"0.5B": "Qwen/Qwen2-0.5B-Instruct", "1.5B": "Qwen/Qwen2-1.5B-Instruct", "7B": "Qwen/Qwen2-7B-Instruct"}
-
-
-def build(model: str, device: str, dtype: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import qwen2_lab
-    from qwen2_lab.arch import family_config
-
-    if model in SHAPES:  # random weights with the real shape: speed and memory do not depend on the values
-        torch.manual_seed(0)
-        model_ = AutoModelForCausalLM.from_config(family_config(SHAPES[model]), dtype=getattr(torch, dtype))
-        return qwen2_lab.Lab(model_.to(device))
-    return qwen2_lab.load(model, device=device, dtype=dtype)
 
 
 def runner(lab, mode: str, ids):
@@ -61,7 +48,7 @@ def setup(model: str, tokens: int, device: str, dtype: str):
 
     if device == "cpu":
         torch.set_num_threads(THREADS)
-    lab = build(model, device, dtype)
+    lab = build(model, device, dtype, tokenizer=False)
     ids = torch.randint(0, lab.arch.vocab, (tokens,), generator=torch.Generator().manual_seed(0)).to(lab.device)
     return lab, ids
 
@@ -135,9 +122,7 @@ def main():
     ap.add_argument("--models", nargs="+", default=["tiny", "tiny-moe", "0.5B"])
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 on a busy machine)")
+    machine_options(ap, dtype="float32", threads=2)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     global THREADS

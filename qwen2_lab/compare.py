@@ -9,6 +9,7 @@ forward order, where the two disagree beyond the dtype's tolerance: a layer-by-l
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -78,12 +79,12 @@ def compare_with_hf(lab, inputs, *, layers=None, rtol: float | None = None, atol
 
     hf: dict = {}
     handles = _hook_hf(model, hf, keep)
-    previous = model.config._attn_implementation
     try:
-        model.set_attn_implementation("eager")  # sdpa returns no attention weights
-        out = model(input_ids=ids[None], output_hidden_states=True, output_attentions=True, output_router_logits=True)
+        with attention_implementation(model, "eager"):  # sdpa returns no attention weights
+            out = model(
+                input_ids=ids[None], output_hidden_states=True, output_attentions=True, output_router_logits=True
+            )
     finally:
-        model.set_attn_implementation(previous)
         for h in handles:
             h.remove()
 
@@ -190,3 +191,16 @@ def _hook_hf(model, hf: dict, keep: SiteFilter) -> list:
         on(layer, p + "resid_post", "decoder layer")
     on(m.norm, "final_norm", "norm")
     return handles
+
+
+@contextmanager
+def attention_implementation(model, name: str):
+    """Run `model` with HF attention implementation `name` (public `set_attn_implementation`), then restore the one it
+    had. transformers has no public getter for the current one, so it is read from `config._attn_implementation`:
+    the only private attribute read here, in this one place."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)

@@ -15,6 +15,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.qwen2.modeling_qwen2 import repeat_kv as hf_repeat_kv
 
 from qwen2_lab import edits as E
+from qwen2_lab.compare import attention_implementation
 from tests.helpers import random_lab
 
 IDS = [5, 17, 42, 8, 99, 23, 7, 61, 3, 11]
@@ -51,12 +52,8 @@ def attention_changed(model, change):
 
     AttentionInterface.register("edited_eager", attend)
     AttentionMaskInterface.register("edited_eager", eager_mask)
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("edited_eager")
-    try:
+    with attention_implementation(model, "edited_eager"):
         yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 @contextmanager
