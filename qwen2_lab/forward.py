@@ -288,6 +288,8 @@ def hooked(module, *tensors):
     on the CPU or on disk until its forward runs. This enters the module's hook as its forward would: weights are
     brought in and `tensors` moved to its device; on exit they go back. Without a hook it changes nothing.
     """
+    # accelerate's add_hook_to_module stores the hook as `_hf_hook` and offers no public getter; its own code and
+    # transformers read it the same way. The one private attribute this file touches.
     hook = getattr(module, "_hf_hook", None)
     if hook is None:
         yield tensors
