@@ -137,7 +137,7 @@ def start(lab, messages: list[dict], kwargs: dict, **record) -> generate.Generat
     """The reply to `messages` as a Generation, prepared but not run: seeded when sampling, no [V] logits kept per
     step, and only what `record` asks for (the page: top=, and sites=/lens= for Look inside; the API: nothing)."""
     seed = draw_seed() if kwargs.get("do_sample") else None
-    return generate.prepare(lab, messages, **kwargs, seed=seed, keep_logits=False, **{"top": 0, **record})
+    return lab.generation(messages, **kwargs, seed=seed, keep_logits=False, **{"top": 0, **record})
 
 
 def stream_text(gen: generate.Generation) -> Iterator[str]:
@@ -148,7 +148,7 @@ def stream_text(gen: generate.Generation) -> Iterator[str]:
     `api_turn` pass the close on the same way.)
     """
     text, grown = "".join(step.piece for step in gen.steps), False
-    with closing(generate.stream_pieces(gen)) as pieces:
+    with closing(gen.stream()) as pieces:
         for piece in pieces:
             text, grown = text + piece, True
             yield text

@@ -80,7 +80,7 @@ def details(gen, step: int) -> tuple[str, list[tuple[str, int]], int]:
 
 
 def checked_fork(gen, step, token, history):
-    """`gen` continued from token `step` with `token` instead, checked and not run yet (`Generation.fork`); or a
+    """`gen` continued from token `step` with `token` instead, checked and not run yet (`Generation.branch(..., finish=False)`); or a
     gr.Error saying what is missing. `history` must end with gen's reply."""
     if gen is None or not gen.steps:
         raise gr.Error("There is no reply to continue: chat first, then click a token of the reply.")
@@ -91,7 +91,7 @@ def checked_fork(gen, step, token, history):
     if token is None:
         raise gr.Error("Pick the token to continue with, among the alternatives shown.")
     try:
-        return gen.fork(int(step), int(token))
+        return gen.branch(int(step), int(token), finish=False)
     except (IndexError, ValueError, TypeError) as e:
         raise gr.Error(f"Cannot continue from token {step!r} with token id {token!r}: {e}") from None
 

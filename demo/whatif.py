@@ -16,7 +16,6 @@ from inside import number
 
 from qwen2_lab import edits, generate
 from qwen2_lab.experiments import divergence
-from qwen2_lab.sampling import LENGTH_KNOBS, SAMPLING_KNOBS
 
 KINDS = {  # value: what the menu says
     "head": "a query head off (its output zeroed)",
@@ -52,7 +51,7 @@ def make_edit(lab, kind: str, layer, which, theta) -> tuple:
             raise gr.Error(f"RoPE theta must be a number, got {theta!r}") from None
         if not (math.isfinite(theta) and theta > 1):
             raise gr.Error(f"RoPE theta must be a number above 1 (Qwen2 uses {arch.rope_theta:,.0f}), got {theta:g}")
-        return edits.rope(lab, theta=theta), f"RoPE theta {theta:,.0f} instead of {arch.rope_theta:,.0f}"
+        return edits.rope(theta=theta), f"RoPE theta {theta:,.0f} instead of {arch.rope_theta:,.0f}"
     if kind not in KINDS:
         raise gr.Error(f"Unknown change {kind!r}: choose one of {list(KINDS)}")
     layer = number("layer", layer, 0, arch.n_layers - 1)
@@ -76,12 +75,7 @@ def make_edit(lab, kind: str, layer, which, theta) -> tuple:
 def regenerate(gen, edit) -> generate.Generation:
     """`gen`'s prompt generated again with `edit`: the same settings and seed, the same candidates recorded, no
     sites or lens (nothing looks inside this run)."""
-    same = {name: getattr(gen.settings, name) for name in SAMPLING_KNOBS + LENGTH_KNOBS}
-    edited = generate.prepare(gen.lab, gen.prompt_ids, **same, edits=edit, seed=gen.options.seed,
-                              top=gen.options.top, keep_logits=False)  # fmt: skip
-    for _ in generate.run_steps(edited):
-        pass
-    return edited
+    return gen.redo(edits=edit, sites=(), layers=None, lens=0, keep_logits=False)
 
 
 def what_if(gen, kind: str, layer, which, theta) -> tuple[str, str, str]:

@@ -133,19 +133,17 @@ def count(n: int) -> str:
 
 
 def as_arch(x) -> Arch:
-    """The `Arch` of x: an Arch itself, a Lab's or a Trace's `.arch`, or `arch_of` an HF config or model.
+    """The `Arch` of x: an Arch itself, the `.arch` that a Lab, a Trace or a Generation carries, or `arch_of` an HF
+    config or model.
 
     Raises TypeError for anything else (a model name is not an Arch: qwen2_lab.family()[name] or load(name).arch).
     """
     if isinstance(x, Arch):
         return x
+    if isinstance(getattr(x, "arch", None), Arch):  # what it carries, whatever it is
+        return x.arch
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from .lab import Lab  # imported here: lab.py imports this module
-    from .trace import Trace
-
-    if isinstance(x, (Lab, Trace)):
-        return x.arch
     if isinstance(x, (PretrainedConfig, PreTrainedModel)):
         return arch_of(x)
     raise TypeError(

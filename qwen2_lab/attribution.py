@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import expert, hooked, is_moe
-from .inputs import token_id
-from .patching import answer_ids
+from .forward import expert, head_outputs, hooked, is_moe, read_out
+from .inputs import answer_ids
 from .trace import Trace
 
 
@@ -50,30 +49,20 @@ class Attribution:
 def logit_attribution(lab, inputs, answer, *, position: int = -1) -> Attribution:
     """Direct logit attribution of `answer` (a token, or (right, wrong) for a difference) at `position`."""
     arch, model = lab.arch, lab.model
-    pair = isinstance(answer, (list, tuple))
-    ids = answer_ids(lab, answer) if pair else (token_id(lab.tokenizer, answer, lab.arch.vocab),)
-    sites = ["embed", "layers.*.attn.z", f"layers.{arch.n_layers - 1}.resid_post"]
-    if len(arch.moe_layers) < arch.n_layers:
-        sites.append("layers.*.mlp.out")
-    if arch.moe_layers:
-        sites += ["layers.*.mlp_norm", "layers.*.moe.topk_*", "layers.*.moe.shared_*"]
-    trace = lab.trace(inputs, sites=sites)
+    ids = answer_ids(lab.tokenizer, answer, arch.vocab)
+    trace = lab.trace(inputs, sites=attribution_sites(arch))
     pos = position % len(trace.tokens)
     final = trace[f"layers.{arch.n_layers - 1}.resid_post"][pos].float()  # (H,)
-    norm = model.model.norm
-    scale = float(torch.rsqrt(final.pow(2).mean() + norm.variance_epsilon))
-    w_u = model.lm_head.weight[list(ids)].float()  # (1 or 2, H)
-    direction = w_u[0] - w_u[1] if pair else w_u[0]  # (H,)
-    read = norm.weight.float() * direction * scale  # (H,): how a unit of residual moves the answer's logit
+    scale = float(torch.rsqrt(final.pow(2).mean() + model.model.norm.variance_epsilon))
 
-    def share(x):  # x: (..., H) -> (...)
-        return (x.float() * read).sum(-1)
+    def share(x):  # x: (..., H) -> (...): the read-out with the final norm's scale held, linear in x
+        logits = read_out(model, x, ids, scale=scale).cpu()  # (..., 1 or 2)
+        return logits[..., 0] - logits[..., 1] if len(ids) == 2 else logits[..., 0]
 
     heads, mlps, experts, shared = torch.zeros(arch.n_layers, arch.n_heads), torch.zeros(arch.n_layers), {}, {}
     for i, layer in enumerate(model.model.layers):
         z = trace[f"layers.{i}.attn.z"][:, pos].float()  # (nH, hd)
-        w_o = layer.self_attn.o_proj.weight.float().view(arch.hidden, arch.n_heads, arch.head_dim)  # (H, nH, hd)
-        heads[i] = share(torch.einsum("nd,hnd->nh", z, w_o))
+        heads[i] = share(head_outputs(layer.self_attn.o_proj, z))  # (nH,)
         if is_moe(layer.mlp):
             experts[i], shared[i] = expert_shares(layer.mlp, trace, i, pos, share, arch.n_experts)
             mlps[i] = experts[i].sum() + shared[i]
@@ -82,8 +71,19 @@ def logit_attribution(lab, inputs, answer, *, position: int = -1) -> Attribution
     embed = float(share(trace["embed"][pos]))
     total = embed + float(heads.sum()) + float(mlps.sum())
     logits = trace.logits[pos].float()
-    logit = float(logits[ids[0]] - logits[ids[1]]) if pair else float(logits[ids[0]])
+    logit = float(logits[ids[0]] - logits[ids[1]]) if len(ids) == 2 else float(logits[ids[0]])
     return Attribution(pos, ids, embed, heads, mlps, experts, shared, total, logit, scale, arch.group_size)
+
+
+def attribution_sites(arch) -> list[str]:
+    """What an attribution traces: the embedding, every head's output, every block's output (the experts' and the
+    shared expert's parts in MoE layers) and the last residual (for the final norm's scale)."""
+    sites = ["embed", "layers.*.attn.z", f"layers.{arch.n_layers - 1}.resid_post"]
+    if len(arch.moe_layers) < arch.n_layers:
+        sites.append("layers.*.mlp.out")
+    if arch.moe_layers:
+        sites += ["layers.*.mlp_norm", "layers.*.moe.topk_*", "layers.*.moe.shared_*"]
+    return sites
 
 
 def expert_shares(moe, trace: Trace, i: int, pos: int, share, n_experts: int) -> tuple[torch.Tensor, float]:
@@ -93,6 +93,6 @@ def expert_shares(moe, trace: Trace, i: int, pos: int, share, n_experts: int) ->
     chosen, weights = trace[f"layers.{i}.moe.topk_experts"][pos], trace[f"layers.{i}.moe.topk_weights"][pos]
     with hooked(moe.experts, x) as (x,):
         for e, w in zip(chosen.tolist(), weights):
-            out[e] = share(expert(moe.experts, e, x)[0] * w)
+            out[e] = share(expert(moe.experts, e, x)[0] * w.to(x.device))
     gated = trace[f"layers.{i}.moe.shared_gate"][pos] * trace[f"layers.{i}.moe.shared_out"][pos]
     return out, float(share(gated))

@@ -12,7 +12,9 @@ shape:
 A ready-made edit is an `Edit`: its site, a label saying what it does in words, a check run against the model
 before any compute (a head or expert out of range, a vector of the wrong width), and a function of the tensor and
 `At`, which says where the edit runs: the site, its layer, the positions of the tokens in this forward (they
-continue from the cache when generating) and the tensors of earlier sites it asked to `read`.
+continue from the cache when generating), the tensors of earlier sites it asked to `read` (`at.earlier`) and the
+model's Arch. `Edit` and the machinery that resolves and applies edits live with the recorder
+(qwen2_lab/recorder.py); this module is the catalogue.
 
 Every edit here has a twin made of plain forward hooks on the unmodified transformers model; the tests check that
 the two give the same logits.
@@ -20,115 +22,16 @@ the two give the same logits.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Callable
 
 import torch
 
-from .trace import SHAPES, position_dim, site_specs, split_site
+from . import rope as rope_math
+from .inputs import InputError
+from .recorder import At, Edit, as_edits, resolve
+from .trace import position_dim, site_shape, site_spec, split_site
 
-
-class At(NamedTuple):
-    """Where an edit runs: the site, its layer (None for embed, rope, final_norm, logits), the positions of this
-    forward's tokens [S] (0..S-1 without a cache), the earlier sites the edit reads (per sequence), and the Arch."""
-
-    site: str
-    layer: int | None
-    positions: torch.Tensor
-    run: dict
-    arch: object
-
-
-@dataclass(frozen=True)
-class Edit:
-    """A change at a site: `fn(tensor, at) -> tensor`, in the site's documented shape (no batch dimension).
-
-    site: a site name or a glob over them ("layers.*.attn.z"). label: what it does, in words (kept in
-    trace.edits). check(arch, site): raises ValueError, before any compute, when the edit cannot apply to this
-    model. reads: earlier sites of the same run that `fn` reads from `at.run`.
-    """
-
-    site: str
-    fn: Callable[[torch.Tensor, At], torch.Tensor]
-    label: str = ""
-    check: Callable | None = None
-    reads: tuple[str, ...] = field(default=())
-
-
-def as_edits(edits) -> list[Edit]:
-    """A list of Edits from an Edit, a list of them (nested lists too), or a dict {site: function of the tensor}."""
-    if edits is None:
-        return []
-    if isinstance(edits, Edit):
-        return [edits]
-    if isinstance(edits, dict):
-        out = []
-        for site, fn in edits.items():
-            if isinstance(fn, Edit):
-                raise TypeError(f"edits={{{site!r}: Edit(...)}}: pass ready-made edits in a list, not in a dict")
-            if not callable(fn):
-                raise TypeError(f"the edit at {site!r} must be a function of the tensor, got {type(fn).__name__}")
-            out.append(Edit(site, lambda x, at, fn=fn: fn(x), getattr(fn, "__name__", "function")))
-        return out
-    if isinstance(edits, Iterable) and not isinstance(edits, (str, torch.Tensor)):
-        return [e for item in edits for e in as_edits(item)]
-    raise TypeError(f"edits must be an Edit, a list of them or a dict {{site: function}}, got {type(edits).__name__}")
-
-
-def resolve(edits, arch) -> dict[str, list[Edit]]:
-    """{site: [edits, in the order given]} for this architecture; every problem raised before any compute."""
-    names = [name for name, _ in site_specs(arch)]
-    out: dict[str, list[Edit]] = {}
-    for edit in as_edits(edits):
-        sites = [n for n in names if fnmatch.fnmatchcase(n, edit.site)]
-        layer, name = _layer_and_name(edit.site)
-        if not sites and name in SHAPES and layer is not None and 0 <= layer < arch.n_layers:
-            raise ValueError(f"{edit.site}: layer {layer} is a {arch.layer_kind(layer)} layer: it has no {name}")
-        if not sites:
-            raise ValueError(
-                f"edit site {edit.site!r} matches no site of this model (layers 0..{arch.n_layers - 1}); see"
-                " qwen2_lab.SITES, e.g. 'layers.0.attn.z'"
-            )
-        for read in edit.reads:
-            if read not in names or names.index(read) >= names.index(sites[0]):
-                raise ValueError(f"the edit at {edit.site!r} reads {read!r}, which is not an earlier site")
-        for site in sites:
-            if edit.check is not None:
-                edit.check(arch, site)
-            out.setdefault(site, []).append(edit)
-    return out
-
-
-def _layer_and_name(site: str) -> tuple[int | None, str]:
-    try:
-        return split_site(site)
-    except ValueError:  # a glob or a malformed layer number
-        return None, ""
-
-
-def apply(edits: list[Edit], x: torch.Tensor, at: At) -> torch.Tensor:
-    """Run `edits` on the forward's tensor x (B, ...) one sequence at a time; check each result's shape."""
-    rows = []
-    for b in range(x.shape[0]):
-        y = x[b]
-        for edit in edits:
-            new = edit.fn(y, at)
-            if not isinstance(new, torch.Tensor) or new.shape != y.shape:
-                got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-                raise ValueError(
-                    f"the edit {edit.label or edit.site!r} at {at.site} returned {got}; it must return a tensor"
-                    f" of the site's shape {tuple(y.shape)}"
-                )
-            y = new.to(device=x.device, dtype=x.dtype)
-        rows.append(y)
-    return torch.stack(rows)
-
-
-def reads_of(resolved: dict[str, list[Edit]]) -> set[str]:
-    return {r for edits in resolved.values() for e in edits for r in e.reads}
-
+__all__ = ["At", "Edit", "as_edits", "resolve"]  # and the ready-made edits below
 
 # ---- checks shared by the ready-made edits -----------------------------------------------------------------------
 
@@ -140,7 +43,7 @@ def _in_range(what: str, values, limit: Callable) -> Callable:
         n = limit(arch)
         bad = [v for v in values if not 0 <= v < n]
         if bad:
-            raise ValueError(f"{site}: {what} {bad} out of range: this model has {what} 0..{n - 1}")
+            raise InputError(f"{site}: {what} {bad} out of range: this model has {what} 0..{n - 1}")
 
     return check
 
@@ -149,7 +52,7 @@ def _layer_kind(kind: str) -> Callable:
     def check(arch, site):
         layer, _ = split_site(site)
         if arch.layer_kind(layer) != kind:
-            raise ValueError(f"{site}: layer {layer} is a {arch.layer_kind(layer)} layer, not {kind}")
+            raise InputError(f"{site}: layer {layer} is a {arch.layer_kind(layer)} layer, not {kind}")
 
     return check
 
@@ -247,7 +150,7 @@ def set_pattern(layer: int, head: int, pattern: torch.Tensor) -> Edit:
 
     def fn(a, at):  # a: [nH, S, T]
         if pattern.dim() != 2 or pattern.shape[1] < a.shape[2] or pattern.shape[0] <= int(at.positions.max()):
-            raise ValueError(
+            raise InputError(
                 f"set_pattern: the pattern is {tuple(pattern.shape)}; this run needs at least "
                 f"[{int(at.positions.max()) + 1}, {a.shape[2]}] (query positions x keys)"
             )
@@ -281,9 +184,9 @@ def steer(site, vector, scale: float = 1.0, positions=None) -> Edit:
 
     def check(arch, s):
         if _width(arch, s) != arch.hidden:
-            raise ValueError(f"steer: {s} is not a residual-width site ([S, H]); steer resid_pre/mid/post or an out")
+            raise InputError(f"steer: {s} is not a residual-width site ([S, H]); steer resid_pre/mid/post or an out")
         if vector.numel() != arch.hidden:
-            raise ValueError(f"steer: the vector has {vector.numel()} values; {s} needs {arch.hidden} (hidden size)")
+            raise InputError(f"steer: the vector has {vector.numel()} values; {s} needs {arch.hidden} (hidden size)")
 
     where = "every position" if positions is None else f"positions {list(_list(positions))}"
     return Edit(site, fn, f"{site}: steered by {scale:g} x a vector at {where}", check)
@@ -293,7 +196,7 @@ def patch(site: str, source, positions=None) -> Edit:
     """Replace the tensor at `site` by the one another run kept (`source`, a Trace holding `site`), at `positions`
     (absolute; None = every position of this forward, which `source` must also have)."""
     if site not in source:
-        raise ValueError(f"patch: the source trace does not hold {site!r}; trace it with sites=[{site!r}]")
+        raise InputError(f"patch: the source trace does not hold {site!r}; trace it with sites=[{site!r}]")
     theirs = source[site]
     dim = position_dim(site)
 
@@ -301,7 +204,7 @@ def patch(site: str, source, positions=None) -> Edit:
         rows = _rows(at, positions)
         wanted = at.positions[rows].cpu()
         if int(wanted.max()) >= theirs.shape[dim]:
-            raise ValueError(
+            raise InputError(
                 f"patch: the source holds {theirs.shape[dim]} positions at {site}; this run asks for {int(wanted.max())}"
             )
         x = x.clone()
@@ -315,8 +218,6 @@ def patch(site: str, source, positions=None) -> Edit:
 
 
 def _width(arch, site) -> int:
-    from .trace import site_shape, site_spec
-
     return site_shape(site_spec(site), arch, 1)[-1]
 
 
@@ -354,7 +255,7 @@ def force_experts(layer: int, experts, positions=None) -> Edit:
 
     def count(arch, site):
         if len(chosen) != arch.top_k or len(set(chosen)) != len(chosen):
-            raise ValueError(f"force_experts: give {arch.top_k} different experts (top_k), got {chosen}")
+            raise InputError(f"force_experts: give {arch.top_k} different experts (top_k), got {chosen}")
 
     check = _all(_layer_kind("moe"), _in_range("experts", chosen, lambda a: a.n_experts), count)
     return Edit(f"layers.{layer}.moe.topk_experts", fn, f"layer {layer}: experts forced to {chosen}", check)
@@ -364,9 +265,9 @@ def shared_gate(layer: int, value: float | None = None, scale: float | None = No
     """Set the shared expert's sigmoid gate to `value` (0 switches the shared expert off), or multiply it by
     `scale`, for every token of a MoE layer."""
     if (value is None) == (scale is None):
-        raise ValueError("shared_gate: give either value= (0..1) or scale=")
+        raise InputError("shared_gate: give either value= (0..1) or scale=")
     if value is not None and not 0 <= value <= 1:
-        raise ValueError(f"shared_gate: a sigmoid gate lies in 0..1, got value={value}")
+        raise InputError(f"shared_gate: a sigmoid gate lies in 0..1, got value={value}")
 
     def fn(g, at):  # g: [S]
         return torch.full_like(g, value) if value is not None else g * scale
@@ -378,22 +279,42 @@ def shared_gate(layer: int, value: float | None = None, scale: float | None = No
 # ---- RoPE ---------------------------------------------------------------------------------------------------------
 
 
-def rope(lab, theta: float | None = None, yarn_factor: float | None = None) -> list[Edit]:
+def rope(theta: float | None = None, yarn_factor: float | None = None) -> list[Edit]:
     """Run the model with another RoPE: rope theta `theta` and/or YaRN with factor `yarn_factor` (1 = plain RoPE),
-    for every layer. cos and sin come from transformers' own rotary module built for those parameters."""
-    from . import rope as rope_math
-
+    for every layer. cos and sin come from transformers' own rotary module built for those parameters and the
+    model the edit runs on (`at.arch`); bad values are refused before any compute."""
+    if theta is None and yarn_factor is None:
+        raise InputError("rope: give theta= and/or yarn_factor=")
     scaling = None if yarn_factor is None else (False if yarn_factor == 1 else yarn_factor)
-    setting = rope_math.rope_parameters(lab.arch, theta=theta, scaling=scaling)
+
+    made: dict = {}  # id(arch) -> (arch, its Rope): built once per model, not at every generated token
+
+    def setting(arch):
+        if id(arch) not in made:
+            made[id(arch)] = (arch, rope_math.rope_parameters(arch, theta=theta, scaling=scaling))
+        return made[id(arch)][1]
+
+    def check(arch, site):
+        try:
+            setting(arch)
+        except ValueError as e:
+            raise InputError(f"rope: {e}") from None
 
     def new(which):
         def fn(x, at):  # x: [S, hd]
-            cos, sin = rope_math.cos_sin(setting, at.positions.cpu())
+            cos, sin = rope_math.cos_sin(setting(at.arch), at.positions.cpu())
             return (cos if which == "cos" else sin).to(x)
 
-        return Edit(f"rope.{which}", fn, f"RoPE: {setting.label}")
+        return Edit(f"rope.{which}", fn, f"RoPE: {rope_label(theta, yarn_factor)}", check)
 
     return [new("cos"), new("sin")]
+
+
+def rope_label(theta, yarn_factor) -> str:
+    parts = ([] if theta is None else [f"theta {theta:g}"]) + (
+        [] if yarn_factor is None else ["YaRN off" if yarn_factor == 1 else f"YaRN x{yarn_factor:g}"]
+    )
+    return ", ".join(parts)
 
 
 def rope_off(layers) -> list[Edit]:
@@ -404,7 +325,9 @@ def rope_off(layers) -> list[Edit]:
         for qk in ("q", "k"):
             read = f"layers.{layer}.attn.{qk}"
             out.append(
-                Edit(f"{read}_rot", lambda x, at, read=read: at.run[read], f"layer {layer}: RoPE off", reads=(read,))
+                Edit(
+                    f"{read}_rot", lambda x, at, read=read: at.earlier[read], f"layer {layer}: RoPE off", reads=(read,)
+                )
             )
     return out
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .inputs import InputError, answer_ids
 from .trace import Trace
 
 # ---- comparing two runs -------------------------------------------------------------------------------------------
@@ -65,21 +66,18 @@ class RunDiff:
     _repr_pretty_ = lambda self, p, cycle: p.text(str(self))  # noqa: E731
 
 
-def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5, tokens=None) -> RunDiff:
-    """Compare two runs. answer: a token id, a list of them, or (right, wrong) for a logit difference. tokens: a
-    function from ids to texts (lab.tokens), to name tokens when printed."""
+def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int = 5, lab=None) -> RunDiff:
+    """Compare two runs. answer: a token, or (right, wrong) for a logit difference (ids, or one-token texts when
+    `lab` is given, as everywhere an answer is taken). lab: the Lab of the runs, to read answers given as text and
+    to name tokens when printed."""
     pos = position % len(a.tokens)
     if pos >= len(b.tokens):
-        raise ValueError(f"position {position} is outside run b ({len(b.tokens)} tokens)")
-    ids = [] if answer is None else [int(t) for t in (answer if isinstance(answer, (list, tuple)) else [answer])]
+        raise InputError(f"position {position} is outside run b ({len(b.tokens)} tokens)")
     la, lb = a.logits[pos].float(), b.logits[pos].float()
-    vocab = la.shape[-1]
-    bad = [t for t in ids if not 0 <= t < vocab]
-    if bad:
-        raise ValueError(f"answer token ids {bad} are outside the vocabulary (0..{vocab - 1})")
+    ids = [] if answer is None else list(answer_ids(None if lab is None else lab.tokenizer, answer, la.shape[-1]))
     logits = {t: (float(la[t]), float(lb[t])) for t in ids}
     diff = None
-    if isinstance(answer, tuple) and len(ids) == 2:
+    if len(ids) == 2:
         diff = (logits[ids[0]][0] - logits[ids[1]][0], logits[ids[0]][1] - logits[ids[1]][1])
     kl = None
     if len(a.tokens) == len(b.tokens):
@@ -96,7 +94,7 @@ def compare_runs(a: Trace, b: Trace, answer=None, *, position: int = -1, k: int 
         if s in b and b[s].shape == a[s].shape and s != "logits" and a[s].is_floating_point()
     }
     named = list(dict.fromkeys(ids + [i for i, _, _ in top]))
-    names = dict(zip(named, tokens(named))) if tokens is not None else {}
+    names = dict(zip(named, lab.tokens(named))) if lab is not None else {}
     return RunDiff(pos, logits, diff, kl, top_a, top_b, top, change, edits=list(b.edits), names=names)
 
 
@@ -131,7 +129,7 @@ def divergence(a, b) -> Divergence:
     was in each run there (the raw distributions). A run that kept no logits has its step recomputed: one forward
     of the prompt and the tokens both runs share, with that run's edits."""
     if not torch.equal(a.prompt_ids.cpu(), b.prompt_ids.cpu()):
-        raise ValueError("the two generations start from different prompts")
+        raise InputError("the two generations start from different prompts")
     k = next((i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), None)
     if k is None:
         return Divergence(None)

@@ -60,7 +60,7 @@ def qwen2_forward(
         h = yield from decoder_layer(layer, f"layers.{i}.", h, cos, sin, wants, cache)  # (B, S, H)
     h = rms_norm(h, m.norm)  # (B, S, H)
     h = yield "final_norm", h
-    logits = model.lm_head(h if all_logits else h[:, -1:])  # (B, S or 1, V); tied to embed_tokens in 0.5B and 1.5B
+    logits = unembed(model, h if all_logits else h[:, -1:])  # (B, S or 1, V); tied to embed_tokens in 0.5B, 1.5B
     logits = yield "logits", logits
     return logits
 
@@ -160,6 +160,47 @@ def run(stages: Stages, visit: Callable[[str, torch.Tensor], torch.Tensor]) -> t
 def unchanged(site: str, x: torch.Tensor) -> torch.Tensor:
     """The `visit` of a plain forward: look at nothing, change nothing."""
     return x
+
+
+# ---- reading the residual out: the forward's last steps, for any residual -----------------------------------------
+
+
+def unembed(model, x, rows=None):
+    """lm_head: a score per vocabulary entry, or only for the token ids `rows` (two rows of a [V, H] matrix instead
+    of all of them). x: (..., H) -> (..., V) or (..., len(rows)). Both run under accelerate's hook, so the weight may
+    live on another GPU or on disk."""
+    if rows is None:
+        return model.lm_head(x)  # the module itself: its hook brings the weight in
+    with hooked(model.lm_head, x) as (x,):
+        return F.linear(x, model.lm_head.weight[list(rows)].to(x.dtype))
+
+
+def read_out(model, h, rows=None, *, scale=None):
+    """What the model would predict if residual h (..., H) were the last layer's: the final norm, then lm_head (only
+    the rows `rows` when given). The logit lens, patching and attribution all read residuals here.
+
+    scale: hold the final norm's 1/rms at this value instead of computing it from h (then the read is linear in h,
+    in float32: what direct logit attribution splits into shares)."""
+    norm = model.model.norm
+    if scale is None:
+        return unembed(model, rms_norm(h, norm), rows)
+    with hooked(norm, h) as (h,):
+        x = norm.weight.float() * h.float() * scale  # (..., H)
+    return unembed(model, x, rows)
+
+
+def lens_top(model, resid, k: int):
+    """The logit lens: the k most probable next tokens read out of residuals (..., H): (probs, ids), (..., k) each."""
+    return torch.softmax(read_out(model, resid).float(), dim=-1).topk(k, dim=-1)
+
+
+def head_outputs(o_proj, z):
+    """What each query head writes into the residual: o_proj applied to one head's output at a time.
+    z: (nH, ..., hd) -> (nH, ..., H); the heads' outputs add up to o_proj of all of them (it has no bias)."""
+    with hooked(o_proj, z) as (z,):
+        w = o_proj.weight.to(z.dtype)  # (H, nH * hd)
+        w = w.view(w.shape[0], z.shape[0], z.shape[-1])  # (H, nH, hd)
+        return torch.einsum("n...d,hnd->n...h", z, w)
 
 
 # ---- the ideas, as small pure functions -------------------------------------------------------------------------

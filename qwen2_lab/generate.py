@@ -25,10 +25,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .edits import resolve
-from .forward import qwen2_forward, run, unchanged
-from .inputs import token_id
-from .recorder import Recorder
+from .forward import lens_top, qwen2_forward, run, unchanged
+from .inputs import InputError, token_id
+from .recorder import Recorder, resolve
 from .sampling import LENGTH_KNOBS, SAMPLING_KNOBS, Sampling, choose, sampling
 from .trace import SiteFilter
 
@@ -102,6 +101,7 @@ class Generation:
     stop_reason: str = ""  # "eos", "max_new_tokens", or "" while running
     cache: object = field(default=None, repr=False)  # the KV cache after the last step, with keep_cache=True
     forced_next: int | None = None  # a token to take at the next step instead of choosing one (a branch)
+    resolved: dict = field(default_factory=dict, repr=False)  # options.edits resolved for this model, by `checked`
 
     @property
     def token_ids(self) -> list[int]:
@@ -122,25 +122,49 @@ class Generation:
             raise ValueError("this generation kept no logits (keep_logits=False)")
         return torch.stack([s.logits for s in self.steps])
 
-    def branch(self, step: int, token, **changes) -> Generation:
-        """Generate again from step `step` with `token` (an id, or a text that is exactly one token) in place of
-        the one chosen there. Steps before it are kept; the rest is generated anew with the same settings (or those
-        in `changes`: sampling arguments and options such as seed, edits, sites)."""
-        gen = self.fork(step, token, **changes)
-        for _ in run_steps(gen):
-            pass
-        return gen
+    # ---- its life: run, stream, branch, redo ----------------------------------------------------------------
 
-    def fork(self, step: int, token, **changes) -> Generation:
-        """`branch`, checked but not run yet: run it with `run_steps` (or `stream_pieces`) to watch it grow."""
+    @torch.no_grad()
+    def run(self) -> Iterator[Step]:
+        """Run on from where it is to its end, appending and yielding each Step as its token is chosen. Closing the
+        iterator stops generation at the next token; a finished generation yields nothing."""
+        yield from run_steps(self)
+
+    def finish(self) -> Generation:
+        """Run to the end; returns self."""
+        for _ in self.run():
+            pass
+        return self
+
+    def stream(self) -> Iterator[str]:
+        """The text this generation adds as it runs, one piece per token (a branch's kept steps are not repeated;
+        a character cut short at the very end comes last). Closing the iterator stops generation."""
+        sent = sum(len(s.piece) for s in self.steps)  # the text already there: a branch's kept steps
+        for step in self.run():
+            if step.piece:
+                sent += len(step.piece)
+                yield step.piece
+        if self.text[sent:]:
+            yield self.text[sent:]
+
+    def branch(self, step: int, token, *, finish: bool = True, **changes) -> Generation:
+        """What if step `step` had chosen `token` (an id, or a text that is exactly one token)? Steps before it are
+        kept, the token is put there, and the rest is generated anew with the same settings (or those in `changes`:
+        sampling arguments and options such as seed, edits, sites). finish=False: checked, not run yet (`stream`
+        it, or `run` it, to watch it grow)."""
         if not 0 <= step < len(self.steps):
             raise IndexError(f"step {step} out of range: this generation has steps 0..{len(self.steps) - 1}")
         forced = token_id(self.lab.tokenizer, token, self.lab.arch.vocab)
         settings, options = split_changes(self.lab.model, self.settings, self.options, changes)
-        return Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]), forced_next=forced)
+        gen = Generation(self.lab, self.prompt_ids, settings, options, list(self.steps[:step]), forced_next=forced)
+        return checked(gen).finish() if finish else checked(gen)
 
-    def __repr__(self) -> str:
-        return f"Generation({len(self.steps)} tokens, {self.stop_reason or 'running'}: {self.text[:60]!r})"
+    def redo(self, *, finish: bool = True, **changes) -> Generation:
+        """The same prompt generated again from the start, with `changes` (edits=..., seed=..., temperature=...);
+        unchanged settings stay, the random seed included. finish=False: checked, not run yet."""
+        settings, options = split_changes(self.lab.model, self.settings, self.options, changes)
+        gen = checked(Generation(self.lab, self.prompt_ids, settings, options))
+        return gen.finish() if finish else gen
 
 
 def split_changes(model, settings: Sampling, options: Options, changes: dict) -> tuple[Sampling, Options]:
@@ -160,39 +184,7 @@ def _site_options(sites, layers) -> dict:
     return dict(sites=as_tuple(sites), layers=as_tuple(layers))
 
 
-def generate_steps(lab, inputs, **kwargs) -> Generation:
-    """Generate a continuation of `inputs` (a string, chat messages or ids) on the lab's forward, recording each
-    new token; see `prepare` for the arguments."""
-    gen = prepare(lab, inputs, **kwargs)
-    for _ in run_steps(gen):
-        pass
-    return gen
-
-
-def iter_steps(lab, inputs, **kwargs) -> Iterator[Step]:
-    """`generate_steps`, one step at a time as each token is chosen; closing the iterator stops generation."""
-    yield from run_steps(prepare(lab, inputs, **kwargs))
-
-
-def stream(lab, inputs, **kwargs) -> Iterator[str]:
-    """The continuation as text pieces, one per token as it is chosen (the steps' pieces; a character cut short at
-    the very end comes last). Closing the iterator stops generation at the next token."""
-    yield from stream_pieces(prepare(lab, inputs, **{"top": 0, "keep_logits": False, **kwargs}))
-
-
-def stream_pieces(gen: Generation) -> Iterator[str]:
-    """The text a prepared Generation adds as it runs (`stream`'s pieces; a branch's kept steps are not repeated).
-    Closing the iterator stops generation at the next token."""
-    sent = sum(len(s.piece) for s in gen.steps)  # the text already there: a branch's kept steps
-    for step in run_steps(gen):
-        if step.piece:
-            sent += len(step.piece)
-            yield step.piece
-    if gen.text[sent:]:
-        yield gen.text[sent:]
-
-
-def prepare(
+def start(
     lab,
     inputs,
     *,
@@ -206,7 +198,8 @@ def prepare(
     seed: int | None = None,
     **sampling_kwargs,
 ) -> Generation:
-    """A Generation ready to run (`run_steps`), with everything checked before any token is generated.
+    """A Generation ready to run (`gen.run()`, `gen.stream()`, `gen.finish()`), everything checked before any token
+    is generated: `lab.generation(...)` calls this, `lab.generate_steps(...)` finishes it.
 
     sampling_kwargs: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
     min_new_tokens (defaults: the model's generation config, as HF generate). sites/layers: sites to keep at every
@@ -219,27 +212,33 @@ def prepare(
     settings = sampling(lab.model, **sampling_kwargs)
     options = Options(**_site_options(sites, layers), lens=int(lens), edits=edits, top=int(top), keep_logits=keep_logits,
                       keep_cache=keep_cache, seed=seed)  # fmt: skip
-    SiteFilter(options.sites, options.layers).check(lab.arch)
-    resolve(edits, lab.arch)
-    if len(ids) + settings.max_new_tokens > lab.arch.max_position:
-        raise ValueError(
-            f"the prompt is {len(ids):,} tokens and max_new_tokens {settings.max_new_tokens:,}: together over the"
-            f" context window of {lab.arch.max_position:,} tokens; shorten the prompt or lower max_new_tokens"
+    return checked(Generation(lab, ids, settings, options))
+
+
+def checked(gen: Generation) -> Generation:
+    """gen with its options checked against the model and its edits resolved, once: every problem is raised here,
+    before any token is generated."""
+    lab, o = gen.lab, gen.options
+    SiteFilter(o.sites, o.layers).check(lab.arch)
+    gen.resolved = resolve(o.edits, lab.arch)
+    if len(gen.prompt_ids) + gen.settings.max_new_tokens > lab.arch.max_position:
+        raise InputError(
+            f"the prompt is {len(gen.prompt_ids):,} tokens and max_new_tokens {gen.settings.max_new_tokens:,}: together"
+            f" over the context window of {lab.arch.max_position:,} tokens; shorten the prompt or lower max_new_tokens"
         )
-    return Generation(lab, ids, settings, options)
+    return gen
 
 
-@torch.no_grad()
 def run_steps(gen: Generation) -> Iterator[Step]:
-    """Run `gen` on from where it is to its end, appending and yielding each Step. The first forward reads the
-    prompt and the tokens already chosen; then one token at a time, with the KV cache."""
+    """What `gen.run()` does: run on from where it is to its end, appending and yielding each Step. The first
+    forward reads the prompt and the tokens already chosen; then one token at a time, with the KV cache."""
     from transformers import DynamicCache
 
     lab, s, o = gen.lab, gen.settings, gen.options
     model, device = lab.model, gen.prompt_ids.device
-    keep, edits = SiteFilter(o.sites, o.layers), resolve(o.edits, lab.arch)
+    keep = SiteFilter(o.sites, o.layers)
     processors = s.processors(len(gen.prompt_ids))
-    draws = None if o.seed is None else torch.Generator(device=device).manual_seed(o.seed)
+    draws = None  # the seeded generator, made on the logits' device at the first draw (see `draw`)
     pieces = Detokenizer(lab.tokenizer)
     for step in gen.steps:  # the steps kept from before (a branch): the detokenizer must know the text so far
         pieces.add(step.token_id)
@@ -247,15 +246,16 @@ def run_steps(gen: Generation) -> Iterator[Step]:
     seq = torch.cat([gen.prompt_ids, chosen])[None]  # (1, T): every token so far
     new = seq  # what the next forward reads: everything first, then one token at a time
     cache = DynamicCache(config=model.config)
-    lens_fn = (lambda resid: lab.read_out(resid, o.lens)) if o.lens else None
+    lens = (lambda resid: lens_top(model, resid, o.lens)) if o.lens else None
     while len(gen.steps) < s.max_new_tokens and gen.stop_reason != "eos":
-        start = cache.get_seq_length()
-        positions = torch.arange(start, seq.shape[1], device=device)  # (S,) of the tokens this forward reads
-        rec = Recorder(lab.arch, keep, edits, positions, lens=lens_fn, last_only=True)
+        positions = torch.arange(cache.get_seq_length(), seq.shape[1], device=device)  # (S,) this forward's tokens
+        rec = Recorder(lab.arch, keep, gen.resolved, positions, lens=lens, last_only=True)
         stages = qwen2_forward(model, new, rec.wants, cache=cache, all_logits=False)
         logits = run(stages, unchanged if rec.idle else rec)[0, -1].float()  # (V,) next-token logits, as HF reads them
-        scores = processors(seq, logits[None].clone())[0] if processors else logits  # (V,) after the processors
+        scores = processors(seq.to(logits.device), logits[None].clone())[0] if processors else logits  # (V,)
         forced, gen.forced_next = gen.forced_next, None
+        if forced is None and draws is None and o.seed is not None:
+            draws = torch.Generator(device=logits.device).manual_seed(o.seed)  # where the draws are made
         token = forced if forced is not None else choose(scores, s.do_sample, draws)
         step = record(
             lab, len(gen.steps), seq.shape[1], token, logits, scores, o, rec, pieces, cache, forced is not None
@@ -327,11 +327,4 @@ class Detokenizer:
         piece, self.sent = text[self.sent :], len(text)
         if text.endswith("\n"):
             self.line, self.sent = [], 0
-        return piece
-
-    def flush(self) -> str:
-        """What is still held back (an incomplete character at the very end)."""
-        text = self.tokenizer.decode(self.line, skip_special_tokens=True) if self.line and self.tokenizer else ""
-        piece = text[self.sent :]
-        self.line, self.sent = [], 0
         return piece

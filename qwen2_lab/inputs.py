@@ -7,12 +7,41 @@
     token ids        a list of ints or a 1-D tensor (a [1, S] tensor is accepted too)
 
 The lab, generation and the web demo all go through `encode` and `normalize_messages`, so a chat is turned into
-tokens the same way everywhere.
+tokens the same way everywhere. So do answers (`answer_ids`: a token id or a one-token text, or a pair of them) and
+numbers that come from a person (`number`: a slider, a text box, a keyword argument).
+
+Every refusal here is an `InputError` (a ValueError) whose message names the problem and what to give instead: the
+library raises it before any compute, and the web demo shows its message as it is.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+class InputError(ValueError):
+    """A request the lab refuses before computing anything; the message says what is wrong and what to do."""
+
+
+def number(name: str, value, *, low=None, high=None, integer: bool = False, open_low: bool = False):
+    """`value` as an int (integer=True) or a float, checked: a number (a numeric string too, as a text box sends it),
+    >= low (> low with open_low), <= high. None stays None. Anything else: an InputError naming `name`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InputError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if integer and value != int(value):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    if low is not None and (value < low or (open_low and value == low)):
+        raise InputError(f"{name} must be {'>' if open_low else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise InputError(f"{name} must be <= {high:g}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def normalize_messages(messages) -> list[dict]:
@@ -23,7 +52,7 @@ def normalize_messages(messages) -> list[dict]:
     out = []
     for m in messages:
         if not isinstance(m, dict) or "role" not in m:
-            raise ValueError(f"each chat message must be a dict with 'role' and 'content', got {m!r}")
+            raise InputError(f"each chat message must be a dict with 'role' and 'content', got {m!r}")
         content = m.get("content")
         if isinstance(content, dict):
             content = [content]
@@ -39,21 +68,21 @@ def encode(tokenizer, inputs, vocab: int) -> torch.Tensor:
     if isinstance(inputs, torch.Tensor):
         ids = inputs.flatten() if inputs.dim() == 2 and inputs.shape[0] == 1 else inputs
         if ids.dim() != 1:
-            raise ValueError(f"token ids must be 1-D (one sequence), got shape {tuple(inputs.shape)}")
+            raise InputError(f"token ids must be 1-D (one sequence), got shape {tuple(inputs.shape)}")
         ids = ids.long().cpu()
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, int) for t in inputs):
         ids = torch.tensor(inputs, dtype=torch.long)
     elif isinstance(inputs, (str, list, tuple)):
         if tokenizer is None:
-            raise ValueError("this Lab has no tokenizer: pass token ids, or Lab(model, tokenizer)")
+            raise InputError("this Lab has no tokenizer: pass token ids, or Lab(model, tokenizer)")
         text = inputs if isinstance(inputs, str) else chat_text(tokenizer, inputs)
         ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
     else:
         raise TypeError(f"inputs must be a string, chat messages or token ids, got {type(inputs).__name__}")
     if ids.numel() == 0:
-        raise ValueError("the input is empty: give at least one token")
+        raise InputError("the input is empty: give at least one token")
     if int(ids.max()) >= vocab or int(ids.min()) < 0:
-        raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
+        raise InputError(f"token ids must lie in 0..{vocab - 1}, got {int(ids.min())}..{int(ids.max())}")
     return ids
 
 
@@ -70,11 +99,21 @@ def token_id(tokenizer, token, vocab: int) -> int:
     """A token id from an id, or from a text the tokenizer encodes as exactly one token; checked against the vocab."""
     if isinstance(token, str):
         if tokenizer is None:
-            raise ValueError("a token given as text needs a tokenizer: pass its id")
+            raise InputError("a token given as text needs a tokenizer: pass its id")
         ids = tokenizer.encode(token, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"{token!r} is {len(ids)} tokens ({ids}); give a text that is exactly one token, or an id")
+            raise InputError(f"{token!r} is {len(ids)} tokens ({ids}); give a text that is exactly one token, or an id")
         token = ids[0]
     if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
-        raise ValueError(f"a token id must be an int in 0..{vocab - 1}, got {token!r}")
+        raise InputError(f"a token id must be an int in 0..{vocab - 1}, got {token!r}")
     return token
+
+
+def answer_ids(tokenizer, answer, vocab: int) -> tuple[int, ...]:
+    """The token ids of an answer: one token (an id, or a text that is exactly one token) -> (id,); a pair
+    (right, wrong) -> (right id, wrong id), read as a logit difference wherever an answer is taken."""
+    if isinstance(answer, (list, tuple)):
+        if len(answer) != 2:
+            raise InputError(f"answer must be a token or (right, wrong): ids or one-token texts, got {answer!r}")
+        return token_id(tokenizer, answer[0], vocab), token_id(tokenizer, answer[1], vocab)
+    return (token_id(tokenizer, answer, vocab),)

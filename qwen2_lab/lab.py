@@ -3,14 +3,16 @@
     lab = qwen2_lab.load("tiny")
     lab.arch                                   # the shape, in plain numbers
     trace = lab.trace("1+1=", sites=["layers.*.attn.pattern"])
-    for stage in lab.step("1+1="): ...         # every stage, one at a time
+    for stage in lab.stages("1+1="): ...       # every stage, one at a time
     lab.trace("1+1=", edits=edits.zero_heads(1, [0]))           # the same, with a change made on the way
     gen = lab.generate_steps([{"role": "user", "content": "Hi"}], max_new_tokens=20)   # every token's choice
+    gen = lab.generation(chat)                 # the same, checked but not run: gen.stream(), gen.run(), gen.finish()
 
 Inputs everywhere: a string (tokenized as is: Qwen2 adds no BOS), chat messages (role/content dicts, rendered with
 the chat template and the assistant prompt), or token ids (a list or a 1-D tensor): see qwen2_lab/inputs.py.
-The Lab is the place to trace and step; generation lives in qwen2_lab/generate.py (`generate_steps`, `generate` and
-`stream` here are its doors), edits in qwen2_lab/edits.py.
+The Lab is the place to trace and walk the stages; generation lives in qwen2_lab/generate.py (a `Generation` owns
+its life: run, stream, branch, redo; `generation`, `generate_steps`, `generate` and `stream` here make one), the
+ready-made edits in qwen2_lab/edits.py.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ import torch
 
 from .allocator import keep_freed_memory
 from .arch import arch_of
-from .edits import resolve
 from .facts import MODEL_TYPES
-from .forward import everything, qwen2_forward, rms_norm, run
+from .forward import everything, lens_top, qwen2_forward, run
+from .generate import Generation, start
 from .inputs import encode
-from .recorder import Recorder
+from .recorder import Recorder, resolve
 from .trace import EXPLAIN, SiteFilter, Trace, estimate_bytes, split_site
 
 DEFAULT_TRACE_LIMIT = 4 * 2**30  # bytes a trace may keep before lab.trace asks for sites= or layers=
 
 
 class Stage(NamedTuple):
-    """One stage of the forward pass, as `lab.step` yields it. `tensor` has no batch dimension."""
+    """One stage of the forward pass, as `lab.stages` yields it. `tensor` has no batch dimension."""
 
     site: str
     layer: int | None
@@ -121,7 +123,7 @@ class Lab:
                 f" ask for less with sites=[...] and layers=[...], or raise max_bytes (now {limit / 2**30:.1f} GiB)"
             )
         positions = torch.arange(len(ids), device=ids.device)
-        lens_fn = (lambda resid: self.read_out(resid, lens)) if lens else None
+        lens_fn = (lambda resid: lens_top(self.model, resid, lens)) if lens else None
         rec = Recorder(self.arch, keep, resolved, positions, lens=lens_fn, to_cpu=to_cpu)
         logits = run(qwen2_forward(self.model, ids[None], rec.wants), rec)[0].detach()  # (S, V)
         logits = logits.to("cpu") if to_cpu else logits
@@ -135,15 +137,7 @@ class Lab:
                 trace.lens_text = dict(zip(unique, self.tokens(unique)))
         return trace
 
-    def read_out(self, resid: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logit lens: a residual [S, H] read as if it were the last layer's (final norm, lm_head, softmax).
-
-        Returns the top-k probabilities and token ids, [S, k] each.
-        """
-        logits = self.model.lm_head(rms_norm(resid, self.model.model.norm))  # (S, V)
-        return torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
-
-    def step(self, inputs, *, edits=None) -> Iterator[Stage]:
+    def stages(self, inputs, *, edits=None) -> Iterator[Stage]:
         """Yield every stage of the forward pass in order, each with its site, layer, tensor and one-line meaning.
 
         With `edits`, each stage shows the tensor the forward goes on with (after the edit at that site)."""
@@ -163,12 +157,15 @@ class Lab:
 
     # ---- generating: qwen2_lab/generate.py ---------------------------------------------------------------------
 
-    def generate_steps(self, inputs, **kwargs):
-        """Generate on the lab's own forward with a KV cache, recording every new token's choice: a `Generation`.
-        See `qwen2_lab.generate.generate_steps` for the arguments."""
-        from .generate import generate_steps
+    def generation(self, inputs, **kwargs) -> Generation:
+        """A Generation of `inputs`, checked but not run yet: `gen.stream()` yields its text as it comes, `gen.run()`
+        its steps, `gen.finish()` runs it to the end. Arguments: see `qwen2_lab.generate.start`."""
+        return start(self, inputs, **kwargs)
 
-        return generate_steps(self, inputs, **kwargs)
+    def generate_steps(self, inputs, **kwargs) -> Generation:
+        """Generate on the lab's own forward with a KV cache, recording every new token's choice: a finished
+        `Generation` (its steps, text, branch, redo). Arguments: see `qwen2_lab.generate.start`."""
+        return start(self, inputs, **kwargs).finish()
 
     def generate(self, inputs, **kwargs) -> str:
         """The model's continuation as text (greedy or sampled as the model's generation config says; the same
@@ -178,6 +175,4 @@ class Lab:
     def stream(self, inputs, **kwargs) -> Iterator[str]:
         """Yield the continuation in text pieces, one per token as it is chosen (half a UTF-8 character is held
         back until its other bytes come). Closing the iterator early stops generation at the next token."""
-        from .generate import stream
-
-        return stream(self, inputs, **kwargs)
+        return start(self, inputs, **{"top": 0, "keep_logits": False, **kwargs}).stream()

@@ -22,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .edits import patch
-from .forward import decoder_layer, hooked, rms_norm, run, unchanged
-from .inputs import token_id
-from .trace import SiteFilter, Trace
+from .forward import decoder_layer, read_out, run, unchanged
+from .inputs import InputError, answer_ids
+from .trace import SiteFilter, Trace, block_out
 
 SWEEP_SITES = ("resid_pre", "attn.out", "mlp.out")  # mlp.out means moe.out in a MoE layer
 # What a sweep reads of the corrupted run: each layer's input, keys and values, the rope angles, and the residuals
@@ -56,19 +55,9 @@ class Sweep:
         return (self.logit_diff - self.corrupted) / (self.clean - self.corrupted)
 
 
-def answer_ids(lab, answer) -> tuple[int, int]:
-    """(right, wrong) token ids, from ids or texts that are one token each."""
-    if not isinstance(answer, (list, tuple)) or len(answer) != 2:
-        raise ValueError(f"answer must be (right, wrong): two token ids or one-token texts, got {answer!r}")
-    return token_id(lab.tokenizer, answer[0], lab.arch.vocab), token_id(lab.tokenizer, answer[1], lab.arch.vocab)
-
-
 def answer_logit_diff(lab, h: torch.Tensor, answer: tuple[int, int]) -> torch.Tensor:
-    """logit[right] - logit[wrong] from final residuals h (R, H): the final norm, then only the two rows of lm_head."""
-    x = rms_norm(h, lab.model.model.norm)  # (R, H)
-    with hooked(lab.model.lm_head, x) as (x,):
-        w = lab.model.lm_head.weight[list(answer)]  # (2, H)
-        logits = F.linear(x, w).float()  # (R, 2)
+    """logit[right] - logit[wrong] from final residuals h (R, H): the forward's read-out, two rows of lm_head only."""
+    logits = read_out(lab.model, h, answer).float()  # (R, 2)
     return logits[:, 0] - logits[:, 1]
 
 
@@ -85,9 +74,9 @@ class PrefixKV:
         return torch.cat([pk.expand(R, *pk.shape), k], dim=2), torch.cat([pv.expand(R, *pv.shape), v], dim=2)
 
 
-def block_site(arch, layer: int, site: str) -> str:
-    """`mlp.out` is the MoE block's `moe.out` in a MoE layer."""
-    return "moe.out" if site == "mlp.out" and arch.layer_kind(layer) == "moe" else site
+def sweep_site(arch, layer: int, site: str) -> str:
+    """The full name of a sweep's site in `layer` (`mlp.out` is the MoE block's `moe.out` in a MoE layer)."""
+    return block_out(arch, layer) if site == "mlp.out" else f"layers.{layer}.{site}"
 
 
 @torch.no_grad()
@@ -97,15 +86,15 @@ def patch_sweep(
     """Patch `site` (resid_pre, attn.out or mlp.out) of the clean run into the corrupted run at every layer x
     position, one at a time; measure the answer's logit difference. clean, corrupted: inputs of the same length."""
     if site not in SWEEP_SITES:
-        raise ValueError(f"site must be one of {SWEEP_SITES}, got {site!r}")
+        raise InputError(f"site must be one of {SWEEP_SITES}, got {site!r}")
     arch = lab.arch
     clean_ids, bad_ids, right_wrong, layers, positions = sweep_inputs(lab, clean, corrupted, answer, layers, positions)
-    names = [f"layers.{i}.{block_site(arch, i, site)}" for i in layers]
+    names = [sweep_site(arch, i, site) for i in layers]
     clean_run = lab.trace(clean_ids, sites=names + ["layers.*.resid_post"])
     base = lab.trace(bad_ids, sites=REUSED)
     out = torch.empty(len(layers), len(positions))
     for c, p in enumerate(positions):
-        patches = [(L, {f"layers.{L}.{block_site(arch, L, site)}": clean_run[f"layers.{L}.{block_site(arch, L, site)}"][..., p, :]}) for L in layers]  # fmt: skip
+        patches = [(L, {sweep_site(arch, L, site): clean_run[sweep_site(arch, L, site)][..., p, :]}) for L in layers]
         diffs = rerun(lab, base, p, patches, right_wrong, batch)
         out[:, c] = diffs
     return Sweep(site, layers, positions, "position", out, _diff(lab, clean_run, right_wrong),
@@ -137,12 +126,15 @@ def sweep_inputs(lab, clean, corrupted, answer, layers, positions) -> tuple:
     Returns (clean ids, corrupted ids, (right, wrong), layers, positions)."""
     clean_ids, bad_ids = lab.encode(clean), lab.encode(corrupted)
     if len(clean_ids) != len(bad_ids):
-        raise ValueError(f"clean and corrupted must have as many tokens: {len(clean_ids)} vs {len(bad_ids)}")
+        raise InputError(f"clean and corrupted must have as many tokens: {len(clean_ids)} vs {len(bad_ids)}")
     layers = list(range(lab.arch.n_layers)) if layers is None else [int(i) for i in layers]
     SiteFilter(None, layers).check(lab.arch)
     S = len(bad_ids)
     positions = list(range(S)) if positions is None else [int(p) % S for p in positions]
-    return clean_ids, bad_ids, answer_ids(lab, answer), layers, positions
+    right_wrong = answer_ids(lab.tokenizer, answer, lab.arch.vocab)
+    if len(right_wrong) != 2:
+        raise InputError(f"a sweep measures a logit difference: give answer=(right, wrong), got {answer!r}")
+    return clean_ids, bad_ids, right_wrong, layers, positions
 
 
 def _diff(lab, trace, answer) -> float:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .inputs import InputError, number
+
 DEFAULT_MAX_NEW_TOKENS = 256  # when the model's generation config sets none
 # What HF generate uses for a setting that neither the caller nor the model's generation config sets (transformers'
 # GenerationConfig documentation): sampling, when on, keeps the 50 best tokens unless told otherwise.
@@ -68,7 +70,7 @@ def sampling(model, **kwargs) -> Sampling:
     before any token is generated."""
     unknown = set(kwargs) - set(SAMPLING_KNOBS) - set(LENGTH_KNOBS)
     if unknown:
-        raise TypeError(
+        raise InputError(
             f"unknown generation argument(s) {sorted(unknown)}: the lab takes {', '.join(SAMPLING_KNOBS + LENGTH_KNOBS)}"
         )
     gc = model.generation_config
@@ -78,15 +80,15 @@ def sampling(model, **kwargs) -> Sampling:
     eos = () if eos is None else tuple([eos] if isinstance(eos, int) else eos)
     s = Sampling(
         do_sample=bool(value["do_sample"]),
-        temperature=_number("temperature", value["temperature"], low=0, open_low=True),
-        top_k=_number("top_k", value["top_k"], low=0, integer=True),
-        top_p=_number("top_p", value["top_p"], low=0, high=1, open_low=True),
-        min_p=_number("min_p", value["min_p"], low=0, high=1),
-        repetition_penalty=_number("repetition_penalty", value["repetition_penalty"], low=0, open_low=True),
-        max_new_tokens=_number(
+        temperature=number("temperature", value["temperature"], low=0, open_low=True),
+        top_k=number("top_k", value["top_k"], low=0, integer=True),
+        top_p=number("top_p", value["top_p"], low=0, high=1, open_low=True),
+        min_p=number("min_p", value["min_p"], low=0, high=1),
+        repetition_penalty=number("repetition_penalty", value["repetition_penalty"], low=0, open_low=True),
+        max_new_tokens=number(
             "max_new_tokens", _or(value["max_new_tokens"], DEFAULT_MAX_NEW_TOKENS), low=1, integer=True
         ),
-        min_new_tokens=_number("min_new_tokens", value["min_new_tokens"], low=0, integer=True),
+        min_new_tokens=number("min_new_tokens", value["min_new_tokens"], low=0, integer=True),
         eos=eos,
     )
     return s
@@ -94,20 +96,6 @@ def sampling(model, **kwargs) -> Sampling:
 
 def _or(value, default):
     return default if value is None else value
-
-
-def _number(name, value, *, low=None, high=None, integer=False, open_low=False):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if integer and value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if low is not None and (value < low or (open_low and value == low)):
-        raise ValueError(f"{name} must be {'>' if open_low else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 def choose(scores: torch.Tensor, do_sample: bool, draws: torch.Generator | None) -> int:

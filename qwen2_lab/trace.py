@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .arch import Arch
+
 # (site, shape, what it is). Per-layer sites are written without their "layers.{i}." prefix.
 # Shapes use S = tokens, H = hidden, nH = query heads, nKV = KV heads, hd = head_dim, I = intermediate, E = experts.
 MODEL_SITES = [
@@ -140,7 +142,7 @@ class Trace:
 
     token_ids: torch.Tensor  # [S]
     tokens: list[str]
-    arch: object  # qwen2_lab.arch.Arch
+    arch: Arch
     logits: torch.Tensor  # [S, V]
     store: dict[str, torch.Tensor] = field(default_factory=dict)
     lens_ids: torch.Tensor | None = None  # [L, S, k]: the logit lens, when lab.trace(..., lens=k)
@@ -205,21 +207,16 @@ def estimate_bytes(arch, seq: int, wants, bytes_per_value: int = 4) -> int:
     return sum(math.prod(shape) for shape in kept) * bytes_per_value
 
 
+def block_out(arch, layer: int) -> str:
+    """The site of what the MLP or MoE block adds to the residual in `layer`: mlp.out, or moe.out in a MoE layer."""
+    return f"layers.{layer}.{'moe' if arch.layer_kind(layer) == 'moe' else 'mlp'}.out"
+
+
 def site_table() -> str:
     """The site table as Markdown (README.md carries it; tests/test_docs.py keeps the two equal)."""
     rows = ["| site | shape | what it is |", "|---|---|---|"]
     rows += [f"| `{name}` | `{shape}` | {why} |" for name, shape, why in SITES]
     return "\n".join(rows)
-
-
-def as_trace(x, view: str = "this function") -> Trace:
-    """x itself when it is a Trace; otherwise a TypeError naming `view` and saying how to get a Trace."""
-    if isinstance(x, Trace):
-        return x
-    from .lab import Lab  # imported here: lab.py imports this module
-
-    hint = " (a Lab: call lab.trace(...) first)" if isinstance(x, Lab) else ""
-    raise TypeError(f"{view} takes a Trace: trace = lab.trace(text, sites=...); got {type(x).__name__}{hint}")
 
 
 if __name__ == "__main__":

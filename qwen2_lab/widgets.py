@@ -403,7 +403,7 @@ class EditExplorer(Explorer):
 
     def __init__(self, lab: Lab, inputs, answer=None, *, layer: int = 0):
         from .edits import drop_expert, zero_heads
-        from .inputs import token_id
+        from .inputs import answer_ids
 
         if not isinstance(lab, Lab):
             raise TypeError(f"{self.name} takes a Lab and inputs; got {type(lab).__name__}")
@@ -414,8 +414,7 @@ class EditExplorer(Explorer):
         self.clean = lab.trace(inputs, sites=[])
         if answer is None:
             answer = int(self.clean.logits[-1].argmax())
-        pair = isinstance(answer, (list, tuple))
-        self.answer = tuple(token_id(lab.tokenizer, a, lab.arch.vocab) for a in (answer if pair else [answer]))
+        self.answer = answer_ids(lab.tokenizer, answer, lab.arch.vocab)
         arch = lab.arch
         self.layer = _slider("layer", arch.n_layers, layer)
         self.head_buttons = [W.ToggleButton(description=f"{h // arch.group_size}.{h % arch.group_size}",

@@ -56,7 +56,7 @@ def test_yarn_and_kv_cache():
 
 def test_as_arch_takes_what_holds_an_arch_and_names_what_does_not(tiny, tiny_trace):
     from qwen2_lab.arch import as_arch, family_config
-    from qwen2_lab.trace import as_trace
+    from qwen2_lab.viz.style import as_trace
 
     arch = family()["Qwen/Qwen2-7B-Instruct"]
     assert as_arch(arch) is arch and as_arch(tiny) is tiny.arch and as_arch(tiny_trace) is tiny_trace.arch

@@ -182,7 +182,7 @@ def test_what_if_on_a_moe_model_drops_an_expert_or_the_shared_gate_or_changes_ro
     for kind, edit in [
         ("expert", edits.drop_expert(1, 3)),
         ("shared_gate", edits.shared_gate(1, value=0)),
-        ("rope_theta", edits.rope(moe_lab, theta=10_000)),
+        ("rope_theta", edits.rope(theta=10_000)),
     ]:
         _, after, note = whatif.what_if(gen, kind, 1, 3, 10_000)
         edited = direct(moe_lab, edits=edit, keep_logits=False)

@@ -275,9 +275,7 @@ def case_rope_theta(lab):
     )
     other = type(lab.model.model.rotary_emb)(config=config)
     rotary = lab.model.model.rotary_emb
-    return E.rope(lab, theta=1e4, yarn_factor=1), hooked(
-        rotary.register_forward_hook(lambda m, args, out: other(*args))
-    )
+    return E.rope(theta=1e4, yarn_factor=1), hooked(rotary.register_forward_hook(lambda m, args, out: other(*args)))
 
 
 def case_rope_off(lab):
@@ -343,7 +341,7 @@ def test_an_edit_that_changes_nothing_leaves_the_run_bit_for_bit(tiny):
 
 
 def test_step_shows_the_edited_tensors(tiny):
-    stages = {s.site: s.tensor for s in tiny.step(IDS, edits=E.zero_heads(0, [0, 1]))}
+    stages = {s.site: s.tensor for s in tiny.stages(IDS, edits=E.zero_heads(0, [0, 1]))}
     assert stages["layers.0.attn.z"][[0, 1]].abs().max() == 0 and stages["layers.0.attn.z"][2].abs().max() > 0
 
 

@@ -110,7 +110,7 @@ def test_trace_shapes_are_the_documented_ones(tiny_moe):
 
 
 def test_step_walks_the_same_stages_as_trace(tiny):
-    stages = list(tiny.step("1+1="))
+    stages = list(tiny.stages("1+1="))
     t = tiny.trace("1+1=")
     assert [s.site for s in stages] == t.sites()
     for s in stages:

@@ -204,7 +204,7 @@ def test_detokenizer_gives_a_piece_per_token_and_never_half_a_character():
     ids = tok.encode(text, add_special_tokens=False)
     pieces = Detokenizer(tok)
     out = [pieces.add(i) for i in ids]
-    out.append(pieces.flush())
+    out.append(tok.decode(ids, skip_special_tokens=True)[len("".join(out)) :])  # what waits at the very end
     assert "".join(out) == text.replace("<|im_end|>", "")
     assert all("\ufffd" not in p for p in out)
     assert sum(1 for p in out if p) >= len(ids) - 3  # one per token, but for the emoji's bytes and the special token
@@ -219,16 +219,14 @@ def test_trace_tensors_work_with_the_weights_afterwards(tiny):
     torch.testing.assert_close(q.view(q.shape[0], -1, attn.head_dim).transpose(0, 1), t["layers.0.attn.q"])
 
 
-def test_a_fork_is_a_branch_not_run_yet_and_streams_only_its_new_text(tiny):
-    from qwen2_lab.generate import run_steps, stream_pieces
-
+def test_a_branch_not_finished_is_not_run_yet_and_streams_only_its_new_text(tiny):
     gen = tiny.generate_steps(MSGS, max_new_tokens=12, do_sample=False, keep_logits=False)
     other = next(c.id for c in gen.steps[4].top if c.id != gen.token_ids[4])
-    fork = gen.fork(4, other)
+    fork = gen.branch(4, other, finish=False)
     assert fork.token_ids == gen.token_ids[:4] and fork.forced_next == other and not fork.stop_reason
     kept = "".join(s.piece for s in fork.steps)
-    new = "".join(stream_pieces(fork))
+    new = "".join(fork.stream())
     assert kept + new == fork.text and fork.token_ids == gen.branch(4, other).token_ids
     with pytest.raises(IndexError, match=f"steps 0..{len(gen.steps) - 1}"):
-        gen.fork(len(gen.steps), other)
-    assert list(run_steps(gen)) == []  # a finished generation has nothing left to run
+        gen.branch(len(gen.steps), other, finish=False)
+    assert list(gen.run()) == []  # a finished generation has nothing left to run

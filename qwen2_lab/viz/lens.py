@@ -10,10 +10,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..trace import as_trace
 from .style import (
     LEGEND_BELOW,
     MIN_WIDTH,
+    as_trace,
     at,
     base_layout,
     check_index,

@@ -14,9 +14,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..trace import as_trace
 from .style import (
     MAX_TOKENS,
+    as_trace,
     at,
     base_layout,
     check_index,

@@ -13,10 +13,11 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..trace import as_trace
+from ..trace import block_out
 from .style import (
     LEGEND_BELOW,
     MAX_TOKENS,
+    as_trace,
     at,
     base_layout,
     layers_with,
@@ -36,17 +37,12 @@ PARTS = (  # (label, colour), in the order of residual_sites
 )
 
 
-def block_site(arch, layer: int) -> str:
-    """The site of what the MLP or MoE block adds in this layer."""
-    return f"layers.{layer}.{'moe' if arch.layer_kind(layer) == 'moe' else 'mlp'}.out"
-
-
 def residual_sites(arch, layer: int) -> list[str]:
     """The four sites of PARTS in `layer`: resid_pre, attn.out, mlp.out or moe.out, resid_post."""
     return [
         f"layers.{layer}.resid_pre",
         f"layers.{layer}.attn.out",
-        block_site(arch, layer),
+        block_out(arch, layer),
         f"layers.{layer}.resid_post",
     ]
 

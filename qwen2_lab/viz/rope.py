@@ -13,9 +13,9 @@ import torch
 
 from .. import rope as R
 from ..arch import as_arch
-from ..trace import as_trace
 from .style import (
     LEGEND_BELOW,
+    as_trace,
     at,
     base_layout,
     check_index,

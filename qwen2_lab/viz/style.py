@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from plotly.subplots import make_subplots
 
-from ..trace import Trace, as_trace
+from ..trace import Trace
 
 MAX_TOKENS = 64  # positions on one token axis
 MAX_HEADS = 16  # attention heatmaps in one figure
@@ -39,6 +39,14 @@ WEIGHT_SCALE = [
     [0.0, "#ffffff"], [0.02, "#eef4fb"], [0.05, "#d6e6f4"], [0.1, "#abd0e6"], [0.2, "#6aaed6"],
     [0.4, "#3787c0"], [0.7, "#105ba4"], [1.0, "#08306b"],
 ]  # fmt: skip
+
+
+def as_trace(x, view: str = "this function") -> Trace:
+    """x itself when it is a Trace; otherwise a TypeError naming `view` and saying how to get a Trace."""
+    if isinstance(x, Trace):
+        return x
+    hint = " (a Lab: call lab.trace(...) first)" if callable(getattr(x, "trace", None)) else ""
+    raise TypeError(f"{view} takes a Trace: trace = lab.trace(text, sites=...); got {type(x).__name__}{hint}")
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------------
