@@ -172,18 +172,7 @@ def arch_of(config_or_model, name: str | None = None) -> Arch:
     k = getattr(c, "num_experts_per_tok", 0) if moe_layers else 0
     I_moe = getattr(c, "moe_intermediate_size", 0) if moe_layers else 0
     I_shared = getattr(c, "shared_expert_intermediate_size", 0) if moe_layers else 0
-    qkv_bias = getattr(c, "qkv_bias", True)
-
-    attn = H * nH * hd + 2 * H * nKV * hd + nH * hd * H + qkv_bias * (nH * hd + 2 * nKV * hd)
-    dense_mlp = 3 * H * c.intermediate_size
-    expert = 3 * H * I_moe
-    moe_fixed = E * H + 3 * H * I_shared + H  # router, shared expert, shared_expert_gate
-    embed = c.vocab_size * H
-    embedding = embed * (1 if c.tie_word_embeddings else 2)
-    body = L * (attn + 2 * H) + H  # attention and the two norms of every layer, and the final norm
-    body += sum(moe_fixed + E * expert if i in moe_layers else dense_mlp for i in range(L))
-    active = body - len(moe_layers) * (E - k) * expert
-
+    body, active, embedding = param_counts(c, hd, moe_layers, k, I_moe, I_shared)
     rope = dict(c.rope_parameters or {})
     theta = rope.pop("rope_theta", getattr(c, "rope_theta", 10000.0))
     scaling = rope if rope.get("rope_type", "default") != "default" else None
@@ -214,6 +203,22 @@ def arch_of(config_or_model, name: str | None = None) -> Arch:
         non_embedding_params=body,
         active_params=active + embedding,
     )
+
+
+def param_counts(c, hd: int, moe_layers: tuple, k: int, I_moe: int, I_shared: int) -> tuple[int, int, int]:
+    """(non-embedding, active non-embedding, embedding) parameters of config c, from its shape alone."""
+    H, L, nH, nKV = c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads
+    E = getattr(c, "num_experts", 0) or 0
+    qkv_bias = getattr(c, "qkv_bias", True)
+    attn = H * nH * hd + 2 * H * nKV * hd + nH * hd * H + qkv_bias * (nH * hd + 2 * nKV * hd)
+    dense_mlp = 3 * H * c.intermediate_size
+    expert = 3 * H * I_moe
+    moe_fixed = E * H + 3 * H * I_shared + H  # router, shared expert, shared_expert_gate
+    embedding = c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
+    body = L * (attn + 2 * H) + H  # attention and the two norms of every layer, and the final norm
+    body += sum(moe_fixed + E * expert if i in moe_layers else dense_mlp for i in range(L))
+    active = body - len(moe_layers) * (E - k) * expert
+    return body, active, embedding
 
 
 def family_config(name: str, rope_scaling: dict | None = None):

@@ -129,3 +129,14 @@ def chromium(tmp_path_factory):
     driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
+
+
+# ---- a small random model, dense and MoE: the experiments' tests (patching, attribution) -----------------------------
+
+
+@pytest.fixture(scope="module", params=["dense", "moe"])
+def small_lab(request):
+    """A 3-layer random Qwen2 (and Qwen2-MoE) in float32: each test using it runs on both."""
+    from tests.helpers import random_lab
+
+    return random_lab(moe=request.param == "moe", num_hidden_layers=3)

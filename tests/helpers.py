@@ -123,3 +123,15 @@ def synthetic_trace(name: str, S: int, store: dict, **kw):
 
     tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
     return Trace(torch.arange(S), tokens, family()[name], torch.empty(0), store, **kw)
+
+
+# ---- two prompts that differ in one token, and the answer they are read by (patching, attribution) ------------------
+
+CLEAN = [5, 17, 42, 8, 99, 23, 7, 61, 3]
+CORRUPT = [5, 17, 40, 8, 12, 23, 7, 61, 3]
+ANSWER = (42, 12)
+
+
+def last_diff(trace, answer=ANSWER) -> float:
+    """logit[right] - logit[wrong] at the last position of a trace."""
+    return float(trace.logits[-1, answer[0]] - trace.logits[-1, answer[1]])

@@ -33,3 +33,28 @@ def test_token_ids_from_ids_or_one_token_texts(tiny):
     for bad, message in [(10, "0..9"), (True, "0..9"), ("", "0 tokens"), ("A={1,2}", "exactly one token")]:
         with pytest.raises(ValueError, match=message):
             token_id(tiny.tokenizer if isinstance(bad, str) else None, bad, 10 if not isinstance(bad, str) else 640)
+
+
+def test_numbers_from_a_person_are_checked_in_one_place():
+    from qwen2_lab.inputs import InputError, number
+
+    assert number("top_k", "20", low=0, integer=True) == 20 and number("t", 0.5, low=0, open_low=True) == 0.5
+    assert number("x", None, low=0) is None
+    for value, message in [("abc", "must be a number"), (float("nan"), "must be a number"), (True, "must be a number"),
+                           (2.5, "whole number"), (0, "must be > 0"), (3, "must be <= 2")]:  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            number("x", value, low=0, high=2, open_low=True, integer=message == "whole number")
+    assert issubclass(InputError, ValueError)  # callers that catch ValueError keep working
+
+
+def test_an_answer_is_a_token_or_a_pair_of_ids_or_one_token_texts(tiny):
+    from qwen2_lab.inputs import InputError, answer_ids
+
+    v = tiny.arch.vocab
+    assert answer_ids(tiny.tokenizer, 7, v) == (7,) and answer_ids(tiny.tokenizer, (7, 9), v) == (7, 9)
+    three = tiny.tokenizer.encode("3", add_special_tokens=False)[0]
+    assert answer_ids(tiny.tokenizer, ("3", 9), v) == (three, 9)
+    with pytest.raises(InputError, match="token or \\(right, wrong\\)"):
+        answer_ids(tiny.tokenizer, (1, 2, 3), v)
+    with pytest.raises(InputError, match="exactly one token"):
+        answer_ids(tiny.tokenizer, "A∩B={", v)

@@ -369,13 +369,3 @@ def test_unwritable_cache_is_named(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="QWEN2_LAB_CACHE"):
         qt.qwen2_tokenizer_dir(blocker / "cache")
-
-
-def test_chatml_renders_the_template_as_the_tokenizer_does(tok):
-    """facts.chatml (used where no tokenizer exists yet, as when training the bundled models) is the same template."""
-    turns = [{"role": "user", "content": "A={1,2}, B={2}. A∩B=?"}, {"role": "assistant", "content": "{2}"}]
-    for messages in (turns, [{"role": "system", "content": "Be brief."}] + turns):
-        for prompt in (True, False):
-            assert facts.chatml(messages, prompt) == tok.apply_chat_template(
-                messages, add_generation_prompt=prompt, tokenize=False
-            )

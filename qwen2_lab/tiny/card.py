@@ -18,20 +18,19 @@ LIMITS = """\
 - It is a toy for looking inside (attention, routing, the residual stream), not a model to use."""
 
 
+def front_matter(moe: bool) -> list[str]:
+    """The Hugging Face model card's YAML header."""
+    tags = f"[qwen2{', qwen2_moe' if moe else ''}, toy, qwen2-lab]"
+    return ["---", "license: apache-2.0", "language: [zh, en]", "library_name: transformers",
+            "pipeline_tag: text-generation", f"tags: {tags}", "---", ""]  # fmt: skip
+
+
 def model_card(kind: str, config, history: dict | None, results: dict | None, sizes_mib: float) -> str:
     """The README.md text for checkpoint `kind`: what it is, how it was trained, its scores and its limits."""
     a = arch_of(config, kind)
     moe = a.n_experts > 0
     n_trained = len(TEMPLATES[TASKS[0]]["zh"]) - HELD_OUT_TEMPLATES
-    lines = [
-        "---",
-        "license: apache-2.0",
-        "language: [zh, en]",
-        "library_name: transformers",
-        "pipeline_tag: text-generation",
-        f"tags: [qwen2{', qwen2_moe' if moe else ''}, toy, qwen2-lab]",
-        "---",
-        "",
+    lines = front_matter(moe) + [
         f"# `{kind}`: a {a.total_params / 1e6:.2f}M-parameter {'Qwen2-MoE' if moe else 'Qwen2'} trained from scratch "
         "on a gaokao-style toy curriculum",
         "",
@@ -79,6 +78,16 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         "|---|---|---|",
     ]
     lines += [f"| {t} | {q} | {ans} |" for t, q, ans in examples()]
+    lines += training_section(history) + scores_section(kind, results)
+    lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
+              f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
+              f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def training_section(history: dict | None) -> list[str]:
+    """The card's "Training" lines: the recipe, the time it took, the loss (none without a training history)."""
+    lines: list[str] = []
     if history:
         r = history["recipe"]
         lines += [
@@ -94,6 +103,12 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
             f"{history['loss'][-1]:.3f} (last). "
             "The loss curve is in `training.json` (`step`, `loss`, `lm_loss`, `aux_loss`, `lr`).",
         ]
+    return lines
+
+
+def scores_section(kind: str, results: dict | None) -> list[str]:
+    """The card's "Scores" lines: per task, by slice, and the reserved questions word for word."""
+    lines: list[str] = []
     if results:
         lines += ["", "## Scores", "", "| task | exact match |", "|---|---:|"]
         lines += [f"| {t} | {100 * results['scores'][t]:.1f}% |" for t in TASKS]
@@ -114,10 +129,7 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         ]
         lines += [f"| {cell(q['prompt'])} | {cell(q['reply'])} | {'right' if q['right'] else 'wrong: ' + cell(q['expected'])} |"
                   for q in results.get("reserved", [])]  # fmt: skip
-    lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
-              f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
-              f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
-    return "\n".join(lines)
+    return lines
 
 
 def load_text(history: dict) -> str:

@@ -5,7 +5,6 @@ import torch
 
 import qwen2_lab
 import qwen2_lab.forward as fwd
-from qwen2_lab.trace import expected_sites
 from tests.helpers import random_lab
 
 IDS = torch.randint(0, 256, (23,), generator=torch.Generator().manual_seed(1)).tolist()
@@ -99,46 +98,6 @@ def test_fused_attention_path_equals_the_explicit_one():
     torch.testing.assert_close(fused.logits, full.logits, rtol=1e-5, atol=1e-5)
 
 
-def test_trace_shapes_are_the_documented_ones(tiny_moe):
-    lab = random_lab(moe=True, num_hidden_layers=3, mlp_only_layers=[1])
-    t = lab.trace(IDS)
-    expected = expected_sites(lab.arch, len(IDS))
-    assert t.sites() == [name for name, _ in expected]
-    for name, shape in expected:
-        assert tuple(t[name].shape) == shape, name
-    assert "layers.1.mlp.gate" in t and "layers.1.moe.out" not in t  # a dense layer inside a MoE model
-
-
-def test_step_walks_the_same_stages_as_trace(tiny):
-    stages = list(tiny.stages("1+1="))
-    t = tiny.trace("1+1=")
-    assert [s.site for s in stages] == t.sites()
-    for s in stages:
-        assert torch.equal(s.tensor, t[s.site]), s.site
-        assert s.why and (s.layer is None) == (not s.site.startswith("layers."))
-
-
-def test_compare_finds_the_first_wrong_stage(monkeypatch):
-    """The mismatch finder must point at the first stage a bug touches, not just say 'different'."""
-    lab = random_lab(moe=True)
-    monkeypatch.setattr(fwd, "rotate_half", lambda x: x.flip(-1))  # a wrong RoPE (interleaved-style mistake)
-    report = qwen2_lab.compare_with_hf(lab, IDS)
-    assert not report.ok and report.first_mismatch.site == "layers.0.attn.q_rot"
-
-
-def test_compare_catches_qwen3_style_routing(monkeypatch):
-    """Qwen3-MoE takes the top-k first and softmaxes over k: not Qwen2's routing, and compare must say so."""
-    lab = random_lab(moe=True)
-
-    def qwen3_weights(probs, experts, norm):  # softmax over the k chosen logits = probabilities renormalised
-        weights = probs.gather(-1, experts)
-        return weights / weights.sum(-1, keepdim=True)
-
-    monkeypatch.setattr(fwd, "expert_weights", qwen3_weights)
-    report = qwen2_lab.compare_with_hf(lab, IDS)
-    assert report.first_mismatch.site == "layers.0.moe.topk_weights"
-
-
 def test_offloaded_layer_traces_and_matches(tmp_path):
     """A model dispatched by accelerate with a layer on disk still traces, and equals the same model in memory."""
     from transformers import AutoModelForCausalLM
@@ -162,3 +121,25 @@ def test_offloaded_layer_traces_and_matches(tmp_path):
         torch.testing.assert_close(t[site], ref[site], rtol=1e-5, atol=1e-5, msg=site)
     assert qwen2_lab.compare_with_hf(offloaded, IDS).ok
     assert model.model.layers[1].self_attn.q_proj.weight.device.type == "meta"  # and went back to disk
+
+
+def test_the_read_out_is_the_forwards_last_two_steps_and_reads_rows_alone():
+    lab = random_lab(tie_word_embeddings=False)
+    t = lab.trace(IDS, sites=["layers.*.resid_post"])
+    h = t[f"layers.{lab.arch.n_layers - 1}.resid_post"]  # [S, H]
+    torch.testing.assert_close(fwd.read_out(lab.model, h), t.logits, rtol=0, atol=0)  # the same ops, bit for bit
+    rows = fwd.read_out(lab.model, h, [7, 3])  # [S, 2]: two rows of lm_head only
+    torch.testing.assert_close(rows, t.logits[:, [7, 3]], rtol=1e-6, atol=1e-6)
+    probs, ids = fwd.lens_top(lab.model, h, 4)
+    assert torch.equal(ids, t.logits.topk(4).indices)
+    scale = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + lab.model.model.norm.variance_epsilon)  # [S, 1]
+    torch.testing.assert_close(fwd.read_out(lab.model, h[-1], [7], scale=float(scale[-1]))[0], t.logits[-1, 7])
+
+
+def test_head_outputs_add_up_to_o_proj():
+    lab = random_lab()
+    attn = lab.model.model.layers[1].self_attn
+    z = lab.trace(IDS, sites=["layers.1.attn.z"])["layers.1.attn.z"]  # [nH, S, hd]
+    each = fwd.head_outputs(attn.o_proj, z)  # [nH, S, H]
+    assert each.shape == (lab.arch.n_heads, len(IDS), lab.arch.hidden)
+    torch.testing.assert_close(each.sum(0), attn.o_proj(z.transpose(0, 1).reshape(len(IDS), -1)), rtol=1e-5, atol=1e-5)
