@@ -18,6 +18,8 @@ _EXPORTS = {
     "bundled_path": "loading",
     "Lab": "lab",
     "Trace": "trace",
+    "Generation": "generate",
+    "InputError": "inputs",
     "SITES": "trace",
     "Arch": "arch",
     "arch_of": "arch",
@@ -34,7 +36,10 @@ _EXPORTS = {
     "run_python": "sandbox",
 }
 
-_SUBMODULES = {"viz", "widgets", "checks", "sandbox", "rope", "dca", "arch", "forward", "trace", "notebook"}
+_SUBMODULES = {
+    "viz", "widgets", "checks", "sandbox", "rope", "dca", "arch", "forward", "trace", "notebook", "edits", "generate",
+    "experiments", "patching", "attribution", "inputs",
+}  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
 
