@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,9 @@ from .inputs import InputError, token_id
 from .recorder import Recorder, resolve
 from .sampling import LENGTH_KNOBS, SAMPLING_KNOBS, Sampling, choose, sampling
 from .trace import SiteFilter
+
+if TYPE_CHECKING:  # a hint only: lab.py imports this module, never the other way
+    from .lab import Lab
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class Options:
 class Generation:
     """A recorded generation: `steps` (one per new token), `text`, `token_ids`; `branch` to try another token."""
 
-    lab: object = field(repr=False)
+    lab: Lab = field(repr=False)
     prompt_ids: torch.Tensor  # [P]
     settings: Sampling
     options: Options
@@ -249,7 +253,7 @@ def run_steps(gen: Generation) -> Iterator[Step]:
     lens = (lambda resid: lens_top(model, resid, o.lens)) if o.lens else None
     while len(gen.steps) < s.max_new_tokens and gen.stop_reason != "eos":
         positions = torch.arange(cache.get_seq_length(), seq.shape[1], device=device)  # (S,) this forward's tokens
-        rec = Recorder(lab.arch, keep, gen.resolved, positions, lens=lens, last_only=True)
+        rec = Recorder(lab.arch, keep, gen.resolved, positions, read_lens=lens, last_only=True)
         stages = qwen2_forward(model, new, rec.wants, cache=cache, all_logits=False)
         logits = run(stages, unchanged if rec.idle else rec)[0, -1].float()  # (V,) next-token logits, as HF reads them
         scores = processors(seq.to(logits.device), logits[None].clone())[0] if processors else logits  # (V,)

@@ -124,7 +124,7 @@ class Lab:
             )
         positions = torch.arange(len(ids), device=ids.device)
         lens_fn = (lambda resid: lens_top(self.model, resid, lens)) if lens else None
-        rec = Recorder(self.arch, keep, resolved, positions, lens=lens_fn, to_cpu=to_cpu)
+        rec = Recorder(self.arch, keep, resolved, positions, read_lens=lens_fn, to_cpu=to_cpu)
         logits = run(qwen2_forward(self.model, ids[None], rec.wants), rec)[0].detach()  # (S, V)
         logits = logits.to("cpu") if to_cpu else logits
         store = {site: (logits if site == "logits" else t) for site, t in rec.store.items()}

@@ -146,12 +146,12 @@ class Recorder:
         edits: dict,
         positions: torch.Tensor,
         *,
-        lens: Callable | None = None,
+        read_lens: Callable | None = None,
         last_only: bool = False,
         to_cpu: bool = False,
     ):
         self.arch, self.keep, self.edits, self.positions = arch, keep, edits, positions
-        self.read_lens, self.last_only, self.to_cpu = lens, last_only, to_cpu
+        self.read_lens, self.last_only, self.to_cpu = read_lens, last_only, to_cpu
         self.reads = reads_of(edits)
         self.earlier: dict[str, torch.Tensor] = {}  # the earlier sites that edits read, per sequence
         self.store: dict[str, torch.Tensor] = {}

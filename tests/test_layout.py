@@ -42,12 +42,20 @@ def floor(name: str) -> float:
     return FLOORS[name]
 
 
+def is_type_checking(node) -> bool:
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 def imports(path: Path) -> set[str]:
     """The qwen2_lab modules that `path` imports, anywhere in the file."""
     me = module_name(path)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    hints = {id(n) for block in ast.walk(tree) if is_type_checking(block) for s in block.body for n in ast.walk(s)}
+    for node in ast.walk(tree):
+        if id(node) in hints:  # `if TYPE_CHECKING:` imports are type hints, never run
+            continue
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".") if package else []
             base = base[: len(base) - (node.level - 1)]
