@@ -86,9 +86,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from .collect import MAX_REQUESTS, REQUEST_CAP, collect
-from .common import CHANNEL_IN, CHANNEL_OUT, RUN_UID_BASE, write_files
-from .result import SandboxResult, to_result
+from .collect import MAX_REQUESTS, REQUEST_CAP, ConfinedProcess, collect
+from .common import CHANNEL_IN, CHANNEL_OUT, REQUIRED_LAYERS, RUN_UID_BASE, write_files
+from .result import SandboxResult, read_status, to_result
 from .text import clean_text
 
 # `subprocess`, `selectors`, `shutil`, `tempfile` and `ctypes` are imported inside functions on purpose: the child
@@ -100,12 +100,45 @@ __all__ = [
     "CHANNEL_OUT",
     "MAX_REQUESTS",
     "REQUEST_CAP",
+    "REQUIRED_LAYERS",
     "RUN_UID_BASE",
     "SKIPPABLE_LAYERS",
+    "ConfinedProcess",
     "SandboxResult",
+    "SandboxUnavailable",
+    "available",
     "clean_text",
     "run_python",
+    "unavailable_reason",
 ]
+
+
+class SandboxUnavailable(RuntimeError):
+    """Strict mode: this machine does not give every layer in REQUIRED_LAYERS, so nothing was run. The message is
+    written for the person using the page or notebook (what is missing, and that nothing ran)."""
+
+
+_PROBE: list[str | None] = []  # the cached answer of unavailable_reason()
+
+
+def unavailable_reason(refresh: bool = False) -> str | None:
+    """Why this machine cannot run code in strict mode, or None when it can. Runs `pass` once (about 0.1 s) in a
+    strict sandbox and caches the answer; refresh=True asks again."""
+    if refresh or not _PROBE:
+        try:
+            run_python("pass", timeout=10, strict=True)
+            reason = None
+        except SandboxUnavailable as exc:
+            reason = str(exc)
+        _PROBE[:] = [reason]
+    return _PROBE[0]
+
+
+def available(refresh: bool = False) -> bool:
+    """True when this machine gives every layer strict mode requires (REQUIRED_LAYERS): ask before serving
+    strangers, and show unavailable_reason() instead of a code runner when it is False."""
+    return unavailable_reason(refresh) is None
+
 
 SKIPPABLE_LAYERS = ("audit", "landlock", "netns", "seccomp", "uid")
 
@@ -122,6 +155,8 @@ def run_python(
     max_processes: int = 32,
     serve: Callable[[str], str | None] | None = None,
     skip_layers: Iterable[str] = (),
+    strict: bool = False,
+    on_start: Callable[[ConfinedProcess], None] | None = None,
 ) -> SandboxResult:
     """Run `code` as `main.py` in a confined child process and return what happened; never raises for bad code.
 
@@ -129,7 +164,9 @@ def run_python(
     ({"data.json": "..."}), relative paths only; timeout: wall-clock seconds for the whole run; memory_mb: its
     address space; max_output: bytes kept per stream (past it the run is killed); disk_mb: size of the work dir (and
     the largest file); max_processes: threads it may run at once (RLIMIT_NPROC of its own uid); serve: answers the
-    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS.
+    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS; strict: run nothing unless every
+    layer of REQUIRED_LAYERS is in place, raising SandboxUnavailable instead (use it wherever strangers send code);
+    on_start: called with the run's ConfinedProcess before it starts (its CPU time, for a judge that bounds work).
 
     serve(request) -> reply: the program writes one request line to fd CHANNEL_OUT and reads one reply line from fd
     CHANNEL_IN; this process calls serve for each request, in order, while the program runs, and writes the reply
@@ -142,6 +179,10 @@ def run_python(
     import tempfile
 
     skip = _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
+    if strict and skip:
+        raise ValueError(f"strict=True runs with every layer: skip_layers={sorted(skip)} contradicts it")
+    if strict and not sys.platform.startswith("linux"):
+        raise SandboxUnavailable(_unavailable_message(f"{sys.platform} has no Landlock or seccomp (Linux only)"))
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
     ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
@@ -162,6 +203,7 @@ def run_python(
             "messages_fd": theirs["messages"],
             "channel": [theirs["replies"], theirs["requests"]] if serve is not None else None,
             "skip": sorted(skip),
+            "strict": strict,
         }
         stdin_fd = _stdin_fd(stdin)
         try:
@@ -182,12 +224,26 @@ def run_python(
             theirs.clear()
         pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
         channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
-        streams = collect(proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel)
+        confined = ConfinedProcess(proc.pid)
+        if on_start is not None:
+            on_start(confined)
+        streams = collect(
+            proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel, confined=confined
+        )
     finally:
         for fd in [*ours.values(), *theirs.values()]:
             os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
+    if strict and (setup_failed := read_status(streams["status"])[1]) is not None:
+        raise SandboxUnavailable(_unavailable_message(clean_text(setup_failed)))
     return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _unavailable_message(why: str) -> str:
+    return (
+        f"Code cannot run safely on this machine, so nothing was run. The sandbox requires {', '.join(REQUIRED_LAYERS)}"
+        f" (Linux >= 5.13 with Landlock enabled, seccomp filters allowed); here: {why}."
+    )
 
 
 def _stdin_fd(stdin: str | bytes | None) -> int:
