@@ -187,17 +187,30 @@ def test_check_answer_refuses_code_problems_and_unknown_ids():
 # Read counting: the harness's served list, answered by a Judge in this process
 # ---------------------------------------------------------------------------------------------------------------
 
-LARGE_CASES = [i for i, c in enumerate(LEETCODE.tests) if c.large]
 
-
-def served(test: int = LARGE_CASES[-1]):
-    """A Judge that has handed out the large test `test`, and the ServedList the harness would pass to the code."""
+def served(n: int = 1_000_000):
+    """A Judge that has run the harness's reference search and handed out a served test of n elements (the tests
+    before it answered anyhow), and the ServedList the harness would pass to the code."""
     judge = Judge(LEETCODE, Entry("function", "f"), rng=random.Random(1))
-    for _ in range(test):
-        assert judge.serve("next") and judge.serve('result ["answer", [0, 0], ""]') == "ok"
-    kind, _, n = judge.serve("next").split()
-    assert kind == "large"
-    return judge, ServedList(judge.serve, int(n))
+    assert judge.serve("next") is None and judge.violation  # the reference run comes first
+    judge = Judge(LEETCODE, Entry("function", "f"), rng=random.Random(1))
+    assert judge.serve("reference").startswith("large ")
+    assert judge.serve(f'result ["answer", {judge.reference_case.expected()}, ""]') == "ok"
+    while (test := judge.serve("next").split(" ", 2))[::2] != ["large", str(n)]:
+        assert judge.serve('result ["answer", [0, 0], ""]') == "ok"
+    return judge, ServedList(judge.serve, n)
+
+
+def test_the_reference_search_must_be_right_and_comes_once():
+    for answer in ("[0, 0]", None):
+        judge = Judge(LEETCODE, Entry("function", "f"), rng=random.Random(2))
+        judge.serve("reference")
+        answer = answer or str(judge.reference_case.expected())
+        reply = judge.serve(f'result ["answer", {answer}, ""]')
+        if answer == "[0, 0]" and judge.reference_case.expected() != [0, 0]:
+            assert reply is None and judge.violation  # a wrong reference answer: the harness was tampered with
+        else:
+            assert reply == "ok" and judge.serve("reference") is None and judge.violation
 
 
 @pytest.mark.parametrize(
