@@ -196,7 +196,7 @@ def served(n: int = 1_000_000):
     judge = Judge(LEETCODE, Entry("function", "f"), rng=random.Random(1))
     assert judge.serve("reference").startswith("large ")
     assert judge.serve(f'result ["answer", {judge.reference_case.expected()}, ""]') == "ok"
-    while (test := judge.serve("next").split(" ", 2))[::2] != ["large", str(n)]:
+    while judge.serve("next").split(" ", 2)[::2] != ["large", str(n)]:
         assert judge.serve('result ["answer", [0, 0], ""]') == "ok"
     return judge, ServedList(judge.serve, n)
 

@@ -43,6 +43,13 @@ _SYSCALLS = {
     arch: {name: numbers[i] for name, numbers in {**_TABLE, **_CLONE_NUMBERS}.items() if numbers[i] is not None}
     for i, arch in enumerate(_AUDIT_ARCH)
 }
+
+
+def syscall_numbers(machine: str) -> dict[str, int]:
+    """{name: number} of every call the filter names on this architecture (empty for an unknown one)."""
+    return dict(_SYSCALLS.get(machine, {}))
+
+
 # Refused with EPERM: every name in _TABLE, on the architectures that have it.
 DENIED = tuple(_TABLE)
 # Docker's list names these too, but no architecture here has them: stime, umount, vm86, vm86old.
