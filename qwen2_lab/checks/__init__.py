@@ -38,8 +38,8 @@ Where each piece lives (pure standard library throughout):
     judge.py      Judge: serves the tests and the reads, counts them, and writes the verdict and the report
 """
 
-from .answers import check_answer, extract_answer
-from .code import check_code, extract_code, find_entry
+from .answers import check_answer, extract_answer, read_claim
+from .code import check_code, extract_code, find_entry, select_code
 from .judge import READS_PER_LOG2, Judge, read_budget
 from .problems import PROBLEMS, Case, Problem, problem
 from .result import MAX_REPLY, CheckResult, Entry, Failure, failure_message
@@ -62,4 +62,6 @@ __all__ = [
     "find_entry",
     "problem",
     "read_budget",
+    "read_claim",
+    "select_code",
 ]
