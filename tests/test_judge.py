@@ -442,3 +442,89 @@ def test_a_long_non_ascii_error_and_output_still_reach_the_report():
         first.kind == "Runtime Error" and "ValueError: 错误错误" in first.detail and "Stdout:\n输出输出" in first.detail
     )
     assert "\x00" not in first.detail and "[...]" in first.detail  # cleaned, and cut in the middle
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Work without reads, sizes between the edges, replayed answers, hidden blocks, and correct solutions to accept
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_linear_work_without_reading_elements_is_not_log_n():
+    """An index list of n entries searched with a key function: ~40 reads, but O(n) work. The judge bounds the CPU
+    time of each call by its reference binary search's, measured by the kernel in the same run."""
+    result = attack(
+        """
+        import bisect
+        class Solution:
+            def searchRange(self, nums, target):
+                index = list(range(len(nums)))
+                lo = bisect.bisect_left(index, target, key=nums.__getitem__)
+                if lo == len(nums) or nums[lo] != target:
+                    return [-1, -1]
+                return [lo, bisect.bisect_right(index, target, key=nums.__getitem__) - 1]
+        """
+    )
+    million = {i + 1 for i, c in enumerate(result.cases) if c.size == 1_000_000}
+    assert million and million <= {f.test for f in result.failures if f.kind == "Not O(log n)"}
+    assert "ms of CPU" in result.report and result.max_reads <= 2 * 20 + 3  # few reads: only the work gave it away
+    assert "reference binary search" in result.report
+
+
+def test_a_solution_wrong_only_between_the_edge_sizes_fails():
+    result = attack(
+        BISECT_LEETCODE.replace(
+            "lo = bisect", "if 11 <= len(nums) < 999_000:\n            return [-1, -1]\n        lo = bisect"
+        )
+    )
+    assert {f.kind for f in result.failures} == {"Wrong Answer"}
+    assert all(11 <= result.cases[f.test - 1].size < 999_000 for f in result.failures)
+
+
+def test_answers_replayed_in_the_fixed_order_fail():
+    """The tests come in an order drawn for each check: answers replayed in the listed order do not line up."""
+    answers = [c.expected() for c in LEETCODE.tests if not c.large]
+    result = attack(
+        f"""
+        ANSWERS = iter({answers!r})
+        def searchRange(nums, target):
+            return next(ANSWERS, [-1, -1])
+        """
+    )
+    assert any(f.kind == "Wrong Answer" for f in result.failures)
+    assert [c.describe() for c in result.cases[:5]] != [c.describe() for c in LEETCODE.tests[:5]]
+
+
+def test_the_code_judged_is_the_code_a_reader_sees():
+    linear = textwrap.indent(LINEAR_SCAN.strip(), "")
+    reply = (
+        f"```python\n{linear}\n```\n<!--\n```python\n{BISECT_LEETCODE.split('```python')[1].split('```')[0]}```\n-->"
+    )
+    result = attack(reply)
+    assert result.entry == "searchRange" and "Judged: code block 1 of 1 (```python)." in result.report
+    assert any(f.kind == "Not O(log n)" for f in result.failures)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "```python\nfrom dataclasses import dataclass\n\n@dataclass\nclass Span:\n    lo: int\n    hi: int\n\n"
+        "class Solution:\n    def searchRange(self, nums, target):\n        lo = bisect.bisect_left(nums, target)\n"
+        "        if lo == len(nums) or nums[lo] != target:\n            return [-1, -1]\n"
+        "        s = Span(lo, bisect.bisect_right(nums, target) - 1)\n        return [s.lo, s.hi]\n```",
+        "Steps:\n\n1. Use bisect twice:\n\n   ```python\n   import bisect\n   def searchRange(nums, target):\n"
+        "       lo = bisect.bisect_left(nums, target)\n       if lo == len(nums) or nums[lo] != target:\n"
+        "           return [-1, -1]\n       return [lo, bisect.bisect_right(nums, target) - 1]\n   ```\n",
+        BISECT_LEETCODE + "\nCheck it:\n```python\ndef check(nums, target):\n"
+        "    print(Solution().searchRange(nums, target))\n\ncheck([5, 7, 7, 8, 8, 10], 8)\n```\n",
+        BISECT_LEETCODE + "\n```python\ndef test():\n    assert Solution().searchRange([1], 1) == [0, 0]\n```\n",
+        "```python\ndef solve(nums, target):\n    lo = bound(nums, target)\n    if lo == len(nums) or nums[lo] != target:\n"
+        "        return [-1, -1]\n    return [lo, bound(nums, target + 1) - 1]\n\ndef bound(nums, target):\n"
+        "    lo, hi = 0, len(nums)\n    while lo < hi:\n        mid = (lo + hi) // 2\n"
+        "        if nums[mid] < target:\n            lo = mid + 1\n        else:\n            hi = mid\n    return lo\n```",
+    ],
+    ids=["dataclass-helper", "fence-under-a-list-item", "trailing-check-block", "trailing-test-block", "helper-after"],
+)
+def test_correct_solutions_a_person_would_accept_are_accepted(reply):
+    result = check_code(reply, "leetcode-34")
+    assert result.passed, result.report
+    assert "Judged: code block" in result.report and "How this was judged" in result.report
