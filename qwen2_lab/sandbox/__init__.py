@@ -14,14 +14,20 @@ How one run goes:
     server ──Popen: python -I -S -B -c child.main() CONFIG, new session, minimal env, cwd = fresh temp dir──► supervisor
     supervisor: unshare(pid, network, IPC, mount namespaces) ──fork──► confined child (pid 1 of the new pid namespace)
     confined child: tmpfs work dir, rlimits, own uid, Landlock, seccomp, audit hook, status written ──► exec(main.py)
-    server: reads stdout/stderr up to a cap, answers requests (serve=), kills the process group at the deadline
+    server: reads stdout/stderr up to a cap, answers requests (serve=); at the end kills the confined child through a
+            pidfd (its pid came from the supervisor) and then the supervisor's process group, and waits for both
 
-What holds, layer by layer (a layer the kernel refuses is skipped and left out of `.layers`):
+What holds, layer by layer (a layer the kernel refuses is skipped and left out of `.layers`, unless strict=True:
+then run_python raises SandboxUnavailable and runs nothing when any of REQUIRED_LAYERS is missing: the child process,
+rlimits, Landlock and seccomp, the layers that hold for a normal user in a container that refuses namespaces):
 
 - child process, `python -I -S -B`, minimal environment (PATH, LANG, HOME=TMPDIR=work dir), fresh work dir removed
   afterwards: the server's memory, variables (tokens, keys) and sys.path stay out of reach; stdlib only.
-- wall-clock deadline + new session + SIGKILL to the whole process group; output read with a bounded reader
-  (`max_output` bytes per stream, the run is killed past it): loops, sleeps and floods cannot hang or fill the server.
+- wall-clock deadline, then SIGKILL to the confined child through a pidfd and to the supervisor's process group; the
+  server waits (at most a second) until the child is gone, so nothing of a run outlives run_python, even a program
+  that cleared its parent-death signal and left the session (ConfinedProcess). Output is read with a bounded reader
+  (`max_output` bytes per stream, the run is killed past it; STATUS_CAP bytes on the messages pipe, likewise), so
+  loops, sleeps and floods cannot hang the server or cost it more than a few milliseconds of CPU.
 - stdin: /dev/null, or an unlinked temporary file opened read-only. The status pipe (the layers, or why the setup
   failed) is written and closed before user code runs, so nothing the program writes can change `.layers` or fake
   a setup failure. sys.argv is ["main.py"].
@@ -31,7 +37,15 @@ What holds, layer by layer (a layer the kernel refuses is skipped and left out o
 - seccomp filter (x86_64, aarch64): socket, socketpair and io_uring fail, so no socket of any family can be made;
   fork, vfork, execve and clone without CLONE_THREAD fail, so the program is one process whose threads share one
   address space, all of it under `memory_mb`; memfd_create, memfd_secret, shmget, shmat, msgget and mq_open fail, so
-  no anonymous file or shared memory holds RAM outside that address space.
+  no anonymous file or shared memory holds RAM outside that address space; add_key, request_key and keyctl fail, so
+  no key outlives the run in its user's keyring and the server's session keyring is out of reach. Baseline: Docker's
+  default profile. Every call of its list of blocked calls that the architecture has is refused too (mount, umount2,
+  pivot_root, unshare, setns, ptrace, process_vm_readv/writev, bpf, perf_event_open, userfaultfd, kcmp, the module,
+  kexec, swap, clock, quota, NUMA, personality and handle calls, acct, reboot, lookup_dcookie, nfsservctl, and
+  x86_64's ioperm, iopl, sysfs, _sysctl, uselib, ustat and the old module calls), all variants where Docker allows
+  some (clone: threads only; personality: none; NUMA calls: none); its stime, umount, vm86 and vm86old exist on
+  neither architecture. Also refused: the newer mount API (open_tree, move_mount, fsopen, fsconfig, fsmount, fspick,
+  mount_setattr). Unlike Docker's allow list this is a deny list: a call it does not name is allowed.
 - pid namespace: the program is pid 1 of its own namespace; when it ends, every process in it dies. Quirk: pid 1
   ignores signals it sends to itself (os.kill(os.getpid(), SIGTERM) does nothing).
 - network namespace: only a loopback that is down. IPC namespace: the host's System V objects are out of sight.
@@ -54,9 +68,16 @@ more than MAX_REQUESTS of them, or a reply left unread ends the run, so the serv
 bound. qwen2_lab.checks keeps its verdict here and serves test data one question at a time.
 
 Everything shown or sent back (stdout, stderr, blocked) goes through clean_text: no control characters (newline and
-tab stay, a carriage return becomes a newline), no ANSI escape sequences, no bidi controls.
+tab stay, a carriage return becomes a newline), no ANSI escape sequences, no invisible characters (every Unicode
+format character: bidi controls, zero-width ones, tag characters; variation selectors).
 
-What does NOT hold: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step); CPU contention
+Serving strangers: call available() (cached; unavailable_reason() says why not) and, where it is False, show the
+reason instead of a code runner; run with strict=True (check_code's default), which raises SandboxUnavailable with a
+message for the page instead of running with fewer walls. A request channel whose replies the program closed, or
+left unread, ends the run.
+
+What does NOT hold: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step); kernel calls the
+deny list does not name; CPU contention
 while it runs (threads can use several cores for `timeout` seconds); kernel memory that no rlimit counts, small and
 bounded by the 64 open files (pipe buffers, at most 1 MB each); stat() of any path; reading the stdlib and system
 libraries; covert channels such as timing. Without Landlock (kernel < 5.13), files outside the work dir are guarded
@@ -68,7 +89,7 @@ layers off for tests that prove each remaining layer on its own; never use it wh
 Where each piece lives (the child imports every module at start-up, before any confinement):
 
     __init__.py    run_python: validate, write the work dir, open the pipes, spawn the child
-    collect.py     bounded reading of its output, the request channel, the deadline, killing its process group
+    collect.py     bounded reading of its output, the request channel, the deadline, ConfinedProcess (CPU clock, kill)
     result.py      SandboxResult, and the plain-words reason for a limit that was hit
     child.py       the supervisor, the order of confinement, and the runner of main.py
     namespaces.py  pid/net/IPC/mount (or user) namespaces, the stdlib bind mount and the tmpfs work dir
