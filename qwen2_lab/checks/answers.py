@@ -170,7 +170,9 @@ def _statements(kind: str, text: str, candidates: list) -> list[tuple[int, int, 
                     continue
             if pattern == _CORRECTIONS and not _NEGATION.search(text, max(0, m.start() - 80), m.start()):
                 continue  # "it is 4" is a claim only as the correction of a negation
-            if _REFUTED_AFTER.match(text, candidates[j][1]) or _QUOTED_MISTAKE.search(text, clause_start, m.start()):
+            if _REFUTED_AFTER.match(text, candidates[j][1]) or _QUOTED_MISTAKE.search(
+                text, max(clause_start, m.start() - _WINDOW), m.start()
+            ):
                 continue
             found.append((m.start(), j, m[0].strip()))
     return found

@@ -196,14 +196,10 @@ def run_python(
     the program's reach.
     """
     import shutil
-    import subprocess
     import tempfile
 
     skip = _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
-    if strict and skip:
-        raise ValueError(f"strict=True runs with every layer: skip_layers={sorted(skip)} contradicts it")
-    if strict and not sys.platform.startswith("linux"):
-        raise SandboxUnavailable(_unavailable_message(f"{sys.platform} has no Landlock or seccomp (Linux only)"))
+    _validate_strict(strict, skip)
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
     ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
@@ -226,23 +222,7 @@ def run_python(
             "skip": sorted(skip),
             "strict": strict,
         }
-        stdin_fd = _stdin_fd(stdin)
-        try:
-            proc = subprocess.Popen(
-                _child_argv(config),
-                cwd=workdir,
-                env=_minimal_env(workdir),
-                stdin=stdin_fd,
-                stdout=theirs["stdout"],
-                stderr=theirs["stderr"],
-                pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
-                start_new_session=True,
-            )
-        finally:
-            os.close(stdin_fd)
-            for fd in theirs.values():
-                os.close(fd)
-            theirs.clear()
+        proc = _spawn(config, stdin, theirs)
         pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
         channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
         confined = ConfinedProcess(proc.pid)
@@ -258,6 +238,38 @@ def run_python(
     if strict and (setup_failed := read_status(streams["status"])[1]) is not None:
         raise SandboxUnavailable(_unavailable_message(clean_text(setup_failed)))
     return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _spawn(config: dict, stdin, theirs: dict[str, int]):
+    """Start the child (a new session, the minimal environment, the work dir as cwd) with its ends of the pipes,
+    then close those ends here: from now on only the child holds them."""
+    import subprocess
+
+    stdin_fd = _stdin_fd(stdin)
+    try:
+        return subprocess.Popen(
+            _child_argv(config),
+            cwd=config["workdir"],
+            env=_minimal_env(config["workdir"]),
+            stdin=stdin_fd,
+            stdout=theirs["stdout"],
+            stderr=theirs["stderr"],
+            pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
+            start_new_session=True,
+        )
+    finally:
+        os.close(stdin_fd)
+        for fd in theirs.values():
+            os.close(fd)
+        theirs.clear()
+
+
+def _validate_strict(strict: bool, skip: set[str]) -> None:
+    """strict=True: no layer may be skipped, and off Linux there is nothing to require."""
+    if strict and skip:
+        raise ValueError(f"strict=True runs with every layer: skip_layers={sorted(skip)} contradicts it")
+    if strict and not sys.platform.startswith("linux"):
+        raise SandboxUnavailable(_unavailable_message(f"{sys.platform} has no Landlock or seccomp (Linux only)"))
 
 
 def _unavailable_message(why: str) -> str:

@@ -77,13 +77,18 @@ def collect(
                 stop = "timeout"
             time.sleep(0.02)
     finally:
-        if confined is not None:
-            confined.learn(bytes(data["status"]) + _drain(pipes["status"]))
-            confined.kill()
-        kill_group(proc)
-        for fd in [*pipes.values(), *(channel or ())]:
-            os.close(fd)
+        _end_run(proc, confined, bytes(data["status"]), pipes, channel)
     return {"stop": stop, **{name: bytes(buf) for name, buf in data.items()}}
+
+
+def _end_run(proc, confined, status: bytes, pipes: dict[str, int], channel) -> None:
+    """Kill the confined child (by pidfd, wherever it went), then the supervisor's group; close the pipes."""
+    if confined is not None:
+        confined.learn(status + _drain(pipes["status"]))
+        confined.kill()
+    kill_group(proc)
+    for fd in [*pipes.values(), *(channel or ())]:
+        os.close(fd)
 
 
 class _Requests:
