@@ -10,20 +10,29 @@ back, it repaired its own code. Notebook 07 and the demo replay that loop, so th
     result = check_code(reply, "leetcode-34")                  # runs in qwen2_lab.sandbox, never in this process
     result.passed, result.style, result.report                 # report reads like LeetCode's feedback
 
-check_answer finds the reply's *final* answer: the last \\boxed{...}; else the latest explicit statement, either an
-answer phrase ("答案是", "the answer is") or a problem-specific one ("A∩B = {...}", "交点个数为 6", "6 intersection
-points"), so that a correction late in a reply beats an earlier claim; only then the last set literal (or the last
-number on the last line). Text is NFKC-normalised first, so full-width ，｛｝６ and LaTeX \\{ \\} \\left\\{ read
-like ASCII; small Chinese and English numerals (六, six) count as numbers.
+check_answer reads the reply's *final claim* as a person would (read_claim): the last \\boxed{...}; else the latest
+claim made with an answer phrase ("答案是", "the answer is"), a problem-specific one ("A∩B = {...}", "交点个数为 6",
+"6 intersection points") or a conclusion ("so the intersection is", "因此交集为", "in total, 6", "只有4个"), leaving
+out claims the writer negates ("is not 6; it is 4"), takes back right after ("6？不对") or quotes as a mistake;
+only then the last set literal (or the last number on the last line). Numbers inside an interval ([0, 2π]) are no
+answer. A claim that hedges between two values ("6 or 4") gets the verdict "Hedged", never "Correct". Text is
+NFKC-normalised first, so full-width ，｛｝６ and LaTeX \\{ \\} \\left\\{ read like ASCII; small Chinese and
+English numerals (六, six) count as numbers.
 
-check_code takes the last ```python block of a reply (or the whole text if it is plain code), finds the entry point
-by parsing it (`class Solution` with `searchRange`: LeetCode style; otherwise a top-level function of (nums, target)),
-and runs it in the sandbox. The judge stays in this process: the sandboxed harness asks it for one test at a time,
-and never sees an expected answer. A large test (a million elements, its values and boundaries drawn at random for
-each code) reaches the solution as a read-only list of which every element read is a request to the judge: the
-judge counts the reads and stops them past 10·⌈log2 n⌉ (200 for n = 10^6; a binary search needs about 40, a scan
-up to 10^6), so there is no uncounted way to read. A run the sandbox ended (timeout, memory, output, a thread still
-running) is never Accepted. Nothing the solution prints, writes or patches reaches the verdict.
+check_code judges the code a reader sees (select_code): fenced blocks in HTML comments are hidden, a block indented
+under a list item is dedented, and the block defining class Solution with searchRange wins, else one defining a
+function named like searchRange, else one with the signature (nums, target); the report names the block. The entry
+point (find_entry) is `class Solution` with `searchRange` (LeetCode style), else that function (a helper it calls is
+not the entry). The judge stays in this process: the sandboxed harness asks it for one test at a time and never sees
+an expected answer. The tests: 26 fixed ones and 10 drawn at random for each code (sizes 2..10^6), in an order drawn
+for each code, each compared with the judge's own answer. An input of 1,000 elements or more reaches the solution as
+a read-only list of which every element read is a request to the judge: the judge counts the reads and stops them
+past 10·⌈log2 n⌉ (200 for n = 10^6), and reads the run's CPU clock around the call: more than 4x the CPU per read
+of its reference binary search (run in the sandbox before the solution loads) times the call's reads, plus 4 ms, is
+Not O(log n) too, so work without reads (a list of n indices) is caught. A run the sandbox ended (timeout, memory,
+output, a thread still running) is never Accepted. Nothing the solution prints, writes or patches reaches the
+verdict. check_code runs in strict mode by default: without every required sandbox layer it raises
+qwen2_lab.sandbox.SandboxUnavailable and runs nothing.
 
 Both checks cap a reply at MAX_REPLY characters before parsing it, parse in linear time, and return a result for
 any str reply instead of raising (tests/test_checks_fuzz.py feeds them random and adversarial replies).
@@ -33,13 +42,13 @@ Where each piece lives (pure standard library throughout):
     problems.py   Problem, Case, PROBLEMS, problem(): the three problems and LeetCode 34's test cases
     result.py     CheckResult, Failure, Entry: what a check returns; failure_message: the repair request
     answers.py    extract_answer, check_answer and the parsing of math replies
-    code.py       extract_code, find_entry, check_code: from a reply to a sandboxed run
+    code.py       select_code, extract_code, find_entry, check_code: from a reply to a sandboxed run
     harness.py    what runs inside the sandbox next to the solution (its main.py): asks, calls, reports back
     judge.py      Judge: serves the tests and the reads, counts them, and writes the verdict and the report
 """
 
-from .answers import check_answer, extract_answer
-from .code import check_code, extract_code, find_entry
+from .answers import check_answer, extract_answer, read_claim
+from .code import check_code, extract_code, find_entry, select_code
 from .judge import READS_PER_LOG2, Judge, read_budget
 from .problems import PROBLEMS, Case, Problem, problem
 from .result import MAX_REPLY, CheckResult, Entry, Failure, failure_message
@@ -62,4 +71,6 @@ __all__ = [
     "find_entry",
     "problem",
     "read_budget",
+    "read_claim",
+    "select_code",
 ]

@@ -36,8 +36,15 @@ _SET = r"\{([^{}]*)\}|∅|空集"
 # After whitespace folding, " ?" is all the space a pattern ever needs; each optional part is a fixed word.
 _ANSWER_PHRASES = r"答案 ?(?:是|为|應為|应为|:)|最终答案|最后答案|the (?:final )?answer is|final answer ?:?|answer ?:"
 _ANCHORS = {
-    "set": [r"A ?∩ ?B ?(?:=|是|为|:|equals)"],
+    "set": [
+        r"A ?∩ ?B ?(?:=|是|为|:|equals)",
+        r"(?:the )?intersection (?:of A and B )?(?:is|=|equals|would be|must be)",
+        r"交集 ?(?:就是|为|是|=|:)",
+    ],
     "count": [
+        r"\bin total ?,?",
+        rf"(?:只有|仅有|共有|一共有|总共有|一共|总共|共) ?(?P<v>{_NUMBER}) ?个(?! ?周期)",
+        rf"there (?:are|is) (?:only|exactly) (?P<v>{_NUMBER})\b",
         r"交点 ?的? ?(?:个数|数目|数量|总数)? ?(?:共|一共|总共)? ?(?:是|为|有|=|:)",
         rf"(?P<v>{_NUMBER}) ?个 ?交点",
         r"number of (?:intersection points|intersections|points of intersection) ?(?:is|=|:|equals)",
@@ -45,7 +52,19 @@ _ANCHORS = {
         rf"intersect[a-z]{{0,6}} (?:at )?(?:exactly )?(?P<v>{_NUMBER}) (?:times|points)",
     ],
 }
+_CORRECTIONS = r"而是|应该是|应为|应该为|\brather\b|\binstead\b|\bit(?: is|'s)(?: actually)?"  # after a negation
 _WINDOW = 160  # characters after an answer phrase where its value must start (and before the sentence ends)
+_CLAUSE_END = r"。|\. |[?？!！;；]"
+_NEGATION = re.compile(r"\bnot\b|n't|不是|不为|不等于|并非|不")  # between a phrase and its value: "is not 6"
+_REFUTED_AFTER = re.compile(  # right after a value: the writer takes it back, or calls it a mistake
+    r"[ ?？!！。,，.;；:：)）\]]*(?:不对|错了|是错的|是错误的|有误|不正确|wait\b|no\b|oops|which is (?:wrong|incorrect|"
+    r"a mistake)|is (?:wrong|incorrect)|(?:that|this)(?: i|')s (?:wrong|incorrect|a mistake)|wrong\b|incorrect\b)",
+    re.IGNORECASE,
+)
+_QUOTED_MISTAKE = re.compile(  # before a phrase, in its clause: the value is quoted as someone's error
+    r"mistake|mistaken|wrongly|incorrectly|wrong answer|misread|误以为|错误答案|错误地|常见错误|易错", re.IGNORECASE
+)
+_HEDGE = re.compile(r" ?,? ?(?:\bor\b|或者?|还是|/) ?,? ?", re.IGNORECASE)
 _BOX_CONTENT = 200  # a \boxed{} longer than this holds no final answer
 
 
@@ -83,18 +102,25 @@ def _parse_elements(content: str) -> frozenset | None:
     return frozenset(int(item.replace(" ", "")) for item in items)
 
 
-def _candidates(kind: str, text: str) -> list[tuple[int, object]]:
-    """Every candidate answer of this kind in `text` as (position, value), in order: integer sets (or ∅) for "set",
-    counts for "count". One pass."""
+def _candidates(kind: str, text: str) -> list[tuple[int, int, object]]:
+    """Every candidate answer of this kind in `text` as (start, end, value), in order: integer sets (or ∅) for
+    "set", counts for "count" (not a bound of an interval such as [0, 2π]). One pass."""
     if kind == "count":
-        found = [(m.start(), _to_int(m[0])) for m in re.finditer(_NUMBER, text, re.IGNORECASE)]
+        intervals = [m.span() for m in re.finditer(r"[\[(][^\[\]()]{0,40},[^\[\]()]{0,40}[\])]", text)]
+        found = [(m.start(), m.end(), _to_int(m[0])) for m in re.finditer(_NUMBER, text, re.IGNORECASE)]
+        starts = [a for a, _ in intervals]
+        inside = lambda pos: (i := bisect.bisect_right(starts, pos) - 1) >= 0 and pos < intervals[i][1]  # noqa: E731
+        found = [c for c in found if not inside(c[0])]
     else:
-        found = [(m.start(), frozenset() if m[1] is None else _parse_elements(m[1])) for m in re.finditer(_SET, text)]
-    return [(pos, value) for pos, value in found if value is not None]
+        found = [
+            (m.start(), m.end(), frozenset() if m[1] is None else _parse_elements(m[1]))
+            for m in re.finditer(_SET, text)
+        ]
+    return [c for c in found if c[2] is not None]
 
 
 def _values(kind: str, text: str) -> list[object]:
-    return [value for _, value in _candidates(kind, text)]
+    return [value for _, _, value in _candidates(kind, text)]
 
 
 def _matching_braces(text: str) -> dict[int, int]:
@@ -119,40 +145,61 @@ def _boxed(text: str) -> list[str]:
     return contents
 
 
-def _statements(kind: str, text: str) -> list[tuple[int, object, str]]:
-    """(position, value, phrase) for each explicit statement: an answer phrase or a problem-specific one with its
-    value, which must start within _WINDOW characters after it and before the sentence ends."""
-    candidates = _candidates(kind, text)
-    starts = [pos for pos, _ in candidates]
-    ends = sorted(m.start() for m in re.finditer(r"。|\. ", text))
+def _statements(kind: str, text: str, candidates: list) -> list[tuple[int, int, str]]:
+    """(position, candidate index, phrase) for each explicit claim: an answer phrase or a problem-specific one with
+    its value, which must start within _WINDOW characters after it and before its clause ends. A claim is left out
+    when the writer negates it ("is not 6"), takes it back right after ("6？不对", "{…}, which is wrong") or quotes
+    it as a mistake ("a common mistake is A∩B = {…}")."""
+    starts = [pos for pos, _, _ in candidates]
+    ends = sorted(m.start() for m in re.finditer(_CLAUSE_END, text))
     found = []
-    for pattern in [_ANSWER_PHRASES, *_ANCHORS[kind]]:
+    for pattern in [_ANSWER_PHRASES, *_ANCHORS[kind], _CORRECTIONS]:
         for m in re.finditer(pattern, text, re.IGNORECASE):
+            i = bisect.bisect_left(ends, m.end())
+            clause_start = ends[i - 1] if i else 0
             if "v" in m.re.groupindex:
-                value = _to_int(m["v"])
+                j = bisect.bisect_left(starts, m.start("v"))
+                if j == len(starts) or starts[j] != m.start("v"):
+                    continue
             else:
-                sentence_end = ends[i] if (i := bisect.bisect_left(ends, m.end())) < len(ends) else len(text)
+                clause_end = ends[i] if i < len(ends) else len(text)
                 j = bisect.bisect_left(starts, m.end())
-                inside = j < len(starts) and starts[j] < min(m.end() + _WINDOW, sentence_end)
-                value = candidates[j][1] if inside else None
-            if value is not None:
-                found.append((m.start(), value, m[0].strip()))
+                if j == len(starts) or starts[j] >= min(m.end() + _WINDOW, clause_end):
+                    continue
+                if _NEGATION.search(text, m.end(), starts[j]):
+                    continue
+            if pattern == _CORRECTIONS and not _NEGATION.search(text, max(0, m.start() - 80), m.start()):
+                continue  # "it is 4" is a claim only as the correction of a negation
+            if _REFUTED_AFTER.match(text, candidates[j][1]) or _QUOTED_MISTAKE.search(
+                text, max(clause_start, m.start() - _WINDOW), m.start()
+            ):
+                continue
+            found.append((m.start(), j, m[0].strip()))
     return found
 
 
-def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
-    """The reply's final answer and where it was found: (value, how); (None, "") when there is none.
+def _hedged(text: str, candidates: list, j: int) -> tuple:
+    """The values a claim hedges between ("{-1, 0} or {-1, 0, 2}", "6 or 4"), or () when it commits to one."""
+    values = [candidates[j][2]]
+    if j + 1 < len(candidates) and _HEDGE.fullmatch(text, candidates[j][1], candidates[j + 1][0]):
+        values.append(candidates[j + 1][2])
+    if j > 0 and _HEDGE.fullmatch(text, candidates[j - 1][1], candidates[j][0]):
+        values.insert(0, candidates[j - 1][2])
+    distinct = list(dict.fromkeys(values))
+    return tuple(distinct) if len(distinct) > 1 else ()
 
-    The last \\boxed{} wins; else the latest explicit statement (an answer phrase or a problem-specific one, so a
-    correction later in the reply beats an earlier claim); else the last set literal / the last line's number.
-    """
+
+def read_claim(text: str, problem_id: str) -> tuple[object, str, tuple]:
+    """(final answer, where it was found, the values it hedges between or ()), read as a person would: the last
+    \\boxed{}; else the latest claim that the writer did not negate, take back or quote as a mistake; else the last
+    set literal / the last line's number. (None, "", ()) when there is none."""
     prob = problem(problem_id)
     if prob.kind == "code":
         raise ValueError(f"{problem_id} is a code problem: use check_code(text, {problem_id!r})")
     if not isinstance(text, str):
         raise TypeError(f"check_answer wants the reply text as a str, got {type(text).__name__}")
     if len(text) > MAX_REPLY:
-        return None, ""  # unread: see check_answer
+        return None, "", ()  # unread: see check_answer
     text = _normalise(text)
     flat = re.sub(r"\s+", " ", text)
     for content in reversed(_boxed(flat)):
@@ -160,17 +207,24 @@ def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
         if not values and prob.kind == "set":
             values = [v] if (v := _parse_elements(content.split("=")[-1].strip(" {}"))) is not None else []
         if values:
-            return values[-1], "\\boxed{…}"
-    if statements := _statements(prob.kind, flat):
-        _, value, phrase = max(statements, key=lambda s: s[0])
-        return value, f'"{phrase}"'
-    if prob.kind == "set" and (values := _values("set", flat)):
-        return values[-1], "the last set in the reply"
+            return values[-1], "\\boxed{…}", ()
+    candidates = _candidates(prob.kind, flat)
+    if statements := _statements(prob.kind, flat, candidates):
+        _, j, phrase = max(statements)
+        return candidates[j][2], f'"{phrase}"', _hedged(flat, candidates, j)
+    if prob.kind == "set" and candidates:
+        return candidates[-1][2], "the last set in the reply", _hedged(flat, candidates, len(candidates) - 1)
     last_line = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
     last_line = re.sub(r"\{[^{}]*\}", " ", last_line)  # a number inside a set literal counts nothing
     if prob.kind == "count" and (values := _values("count", last_line)):
-        return values[-1], "the last number on the last line"
-    return None, ""
+        return values[-1], "the last number on the last line", ()
+    return None, "", ()
+
+
+def extract_answer(text: str, problem_id: str) -> tuple[object, str]:
+    """The reply's final answer and where it was found: (value, how); (None, "") when there is none (read_claim)."""
+    value, how, _ = read_claim(text, problem_id)
+    return value, how
 
 
 def _show(value: object) -> str:
@@ -188,8 +242,15 @@ def check_answer(text: str, problem_id: str) -> CheckResult:
     prob = problem(problem_id)
     if prob.kind != "code" and isinstance(text, str) and (refused := too_long(text, problem_id)):
         return refused
-    got, how = extract_answer(text, problem_id)
+    got, how, hedge = read_claim(text, problem_id)
     expected = _show(prob.answer)
+    if hedge:
+        between = " and ".join(map(_show, hedge))
+        report = (
+            f"Hedged: the reply ends between {between} (from {how}), not on one answer; the known answer is {expected}."
+        )
+        report = clean_text(report)
+        return CheckResult(False, report, problem_id, expected=prob.answer, got=None, how=clean_text(how))
     if got is None:
         looked = "\\boxed{…}, 答案是… / the answer is …, " + (
             '"A∩B = {…}" and set literals like {-1, 0}'

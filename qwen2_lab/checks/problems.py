@@ -1,8 +1,9 @@
 """The three problems shown at Qwen2's launch (two 2024 gaokao math questions and LeetCode 34), and LeetCode 34's
 test cases.
 
-A Case holds a small input literally, or a million-element one as parts (runs of one value, arithmetic ranges):
-the judge computes any element, and the expected answer, by arithmetic on the parts, and never builds the list.
+A Case holds a small input literally, or a large one as parts (runs of one value, arithmetic ranges): the judge
+computes any element, and the expected answer, by arithmetic on the parts, and never builds the list. Besides the
+fixed cases, random_case draws inputs of any size for each check (judge.Judge), answered by Case.expected().
 """
 
 from __future__ import annotations
@@ -90,6 +91,32 @@ class Case:
                 move = rng.randint(-limit, limit)
                 a[2], b[2] = a[2] + move, b[2] - move
         return Case(self.target + shift, parts=tuple(tuple(p) for p in parts))
+
+
+SERVED_FROM = 1_000  # inputs of at least this many elements are served one read at a time (and reads counted)
+
+
+def random_case(rng, n: int) -> Case:
+    """A sorted input of n elements drawn at random (runs of equal values with random gaps), and a target that is
+    one of its values, between two of them, or outside them. The judge's reference answer is Case.expected()."""
+    runs = rng.randint(1, max(1, min(n, 8)))
+    cuts = sorted(rng.sample(range(1, n), runs - 1)) if n > 1 and runs > 1 else []
+    counts = [b - a for a, b in zip([0, *cuts], [*cuts, n])] if n else []
+    value, parts = rng.randrange(-1_000_000, 1_000_000), []
+    for count in counts:
+        parts.append(("repeat", value, count))
+        value += rng.randint(1, 3)
+    values = [v for _, v, _ in parts] or [0]
+    target = rng.choice([rng.choice(values), rng.choice(values) + 1, values[0] - rng.randint(1, 5), value + 1])
+    if n < SERVED_FROM:
+        return Case(target, tuple(v for _, v, count in parts for _ in range(count)))
+    return Case(target, parts=tuple(parts))
+
+
+def random_sizes(rng, count: int, largest: int = 1_000_000) -> list[int]:
+    """`count` sizes spread across 2..largest on a log scale, so every order of magnitude between the edge cases
+    and the largest input is tried."""
+    return [min(largest, round(10 ** rng.uniform(0.3, 6))) for _ in range(count)]
 
 
 def _part_len(kind: str, args: list) -> int:

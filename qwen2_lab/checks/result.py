@@ -50,6 +50,7 @@ class CheckResult:
     tests_total: int = 0
     max_reads: int | None = None  # code: most element reads in one call on a large input, counted by the judge
     sandbox: str = ""  # code: the sandbox run's one-line summary
+    cases: tuple = ()  # code: the tests run, in the order drawn for this check (problems.Case); test k is cases[k-1]
 
 
 def failed(problem_id: str, kind: str, detail: str, **fields) -> CheckResult:
@@ -69,10 +70,23 @@ def too_long(text: str, problem_id: str) -> CheckResult | None:
 def failure_message(report: str) -> str:
     """The next user turn after a failed check, as at Qwen2's launch: the judge's report and a request to fix it.
 
-    The web demo's "Send the failure back" and notebook 07 both send exactly this.
+    The web demo's "Send the failure back" and notebook 07 both send exactly this. The report sits in a code fence
+    longer than any run of backticks in it (CommonMark closes a fence only with one at least as long), so nothing the
+    program printed can end the block and speak as the user.
     """
+    report = clean_text(report).strip()
+    fence = "`" * max(3, longest_run(report, "`") + 1)  # no line of the report can close a longer fence
     return (
         "Your code did not pass the tests. Here is the report:\n\n"
-        f"```text\n{clean_text(report).strip()}\n```\n\n"
+        f"{fence}text\n{report}\n{fence}\n\n"
         "Please fix the code and give the complete corrected solution."
     )
+
+
+def longest_run(text: str, char: str) -> int:
+    """Length of the longest run of `char` in `text` (0 if none): one pass."""
+    best = run = 0
+    for c in text:
+        run = run + 1 if c == char else 0
+        best = max(best, run)
+    return best

@@ -14,14 +14,20 @@ How one run goes:
     server ──Popen: python -I -S -B -c child.main() CONFIG, new session, minimal env, cwd = fresh temp dir──► supervisor
     supervisor: unshare(pid, network, IPC, mount namespaces) ──fork──► confined child (pid 1 of the new pid namespace)
     confined child: tmpfs work dir, rlimits, own uid, Landlock, seccomp, audit hook, status written ──► exec(main.py)
-    server: reads stdout/stderr up to a cap, answers requests (serve=), kills the process group at the deadline
+    server: reads stdout/stderr up to a cap, answers requests (serve=); at the end kills the confined child through a
+            pidfd (its pid came from the supervisor) and then the supervisor's process group, and waits for both
 
-What holds, layer by layer (a layer the kernel refuses is skipped and left out of `.layers`):
+What holds, layer by layer (a layer the kernel refuses is skipped and left out of `.layers`, unless strict=True:
+then run_python raises SandboxUnavailable and runs nothing when any of REQUIRED_LAYERS is missing: the child process,
+rlimits, Landlock and seccomp, the layers that hold for a normal user in a container that refuses namespaces):
 
 - child process, `python -I -S -B`, minimal environment (PATH, LANG, HOME=TMPDIR=work dir), fresh work dir removed
   afterwards: the server's memory, variables (tokens, keys) and sys.path stay out of reach; stdlib only.
-- wall-clock deadline + new session + SIGKILL to the whole process group; output read with a bounded reader
-  (`max_output` bytes per stream, the run is killed past it): loops, sleeps and floods cannot hang or fill the server.
+- wall-clock deadline, then SIGKILL to the confined child through a pidfd and to the supervisor's process group; the
+  server waits (at most a second) until the child is gone, so nothing of a run outlives run_python, even a program
+  that cleared its parent-death signal and left the session (ConfinedProcess). Output is read with a bounded reader
+  (`max_output` bytes per stream, the run is killed past it; STATUS_CAP bytes on the messages pipe, likewise), so
+  loops, sleeps and floods cannot hang the server or cost it more than a few milliseconds of CPU.
 - stdin: /dev/null, or an unlinked temporary file opened read-only. The status pipe (the layers, or why the setup
   failed) is written and closed before user code runs, so nothing the program writes can change `.layers` or fake
   a setup failure. sys.argv is ["main.py"].
@@ -31,7 +37,15 @@ What holds, layer by layer (a layer the kernel refuses is skipped and left out o
 - seccomp filter (x86_64, aarch64): socket, socketpair and io_uring fail, so no socket of any family can be made;
   fork, vfork, execve and clone without CLONE_THREAD fail, so the program is one process whose threads share one
   address space, all of it under `memory_mb`; memfd_create, memfd_secret, shmget, shmat, msgget and mq_open fail, so
-  no anonymous file or shared memory holds RAM outside that address space.
+  no anonymous file or shared memory holds RAM outside that address space; add_key, request_key and keyctl fail, so
+  no key outlives the run in its user's keyring and the server's session keyring is out of reach. Baseline: Docker's
+  default profile. Every call of its list of blocked calls that the architecture has is refused too (mount, umount2,
+  pivot_root, unshare, setns, ptrace, process_vm_readv/writev, bpf, perf_event_open, userfaultfd, kcmp, the module,
+  kexec, swap, clock, quota, NUMA, personality and handle calls, acct, reboot, lookup_dcookie, nfsservctl, and
+  x86_64's ioperm, iopl, sysfs, _sysctl, uselib, ustat and the old module calls), all variants where Docker allows
+  some (clone: threads only; personality: none; NUMA calls: none); its stime, umount, vm86 and vm86old exist on
+  neither architecture. Also refused: the newer mount API (open_tree, move_mount, fsopen, fsconfig, fsmount, fspick,
+  mount_setattr). Unlike Docker's allow list this is a deny list: a call it does not name is allowed.
 - pid namespace: the program is pid 1 of its own namespace; when it ends, every process in it dies. Quirk: pid 1
   ignores signals it sends to itself (os.kill(os.getpid(), SIGTERM) does nothing).
 - network namespace: only a loopback that is down. IPC namespace: the host's System V objects are out of sight.
@@ -54,9 +68,16 @@ more than MAX_REQUESTS of them, or a reply left unread ends the run, so the serv
 bound. qwen2_lab.checks keeps its verdict here and serves test data one question at a time.
 
 Everything shown or sent back (stdout, stderr, blocked) goes through clean_text: no control characters (newline and
-tab stay, a carriage return becomes a newline), no ANSI escape sequences, no bidi controls.
+tab stay, a carriage return becomes a newline), no ANSI escape sequences, no invisible characters (every Unicode
+format character: bidi controls, zero-width ones, tag characters; variation selectors).
 
-What does NOT hold: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step); CPU contention
+Serving strangers: call available() (cached; unavailable_reason() says why not) and, where it is False, show the
+reason instead of a code runner; run with strict=True (check_code's default), which raises SandboxUnavailable with a
+message for the page instead of running with fewer walls. A request channel whose replies the program closed, or
+left unread, ends the run.
+
+What does NOT hold: kernel exploits (it shares the server's kernel; a VM or gVisor is the next step); kernel calls the
+deny list does not name; CPU contention
 while it runs (threads can use several cores for `timeout` seconds); kernel memory that no rlimit counts, small and
 bounded by the 64 open files (pipe buffers, at most 1 MB each); stat() of any path; reading the stdlib and system
 libraries; covert channels such as timing. Without Landlock (kernel < 5.13), files outside the work dir are guarded
@@ -68,7 +89,7 @@ layers off for tests that prove each remaining layer on its own; never use it wh
 Where each piece lives (the child imports every module at start-up, before any confinement):
 
     __init__.py    run_python: validate, write the work dir, open the pipes, spawn the child
-    collect.py     bounded reading of its output, the request channel, the deadline, killing its process group
+    collect.py     bounded reading of its output, the request channel, the deadline, ConfinedProcess (CPU clock, kill)
     result.py      SandboxResult, and the plain-words reason for a limit that was hit
     child.py       the supervisor, the order of confinement, and the runner of main.py
     namespaces.py  pid/net/IPC/mount (or user) namespaces, the stdlib bind mount and the tmpfs work dir
@@ -86,9 +107,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from .collect import MAX_REQUESTS, REQUEST_CAP, collect
-from .common import CHANNEL_IN, CHANNEL_OUT, RUN_UID_BASE, write_files
-from .result import SandboxResult, to_result
+from .collect import MAX_REQUESTS, REQUEST_CAP, ConfinedProcess, collect
+from .common import CHANNEL_IN, CHANNEL_OUT, REQUIRED_LAYERS, RUN_UID_BASE, write_files
+from .result import SandboxResult, read_status, to_result
 from .text import clean_text
 
 # `subprocess`, `selectors`, `shutil`, `tempfile` and `ctypes` are imported inside functions on purpose: the child
@@ -100,12 +121,45 @@ __all__ = [
     "CHANNEL_OUT",
     "MAX_REQUESTS",
     "REQUEST_CAP",
+    "REQUIRED_LAYERS",
     "RUN_UID_BASE",
     "SKIPPABLE_LAYERS",
+    "ConfinedProcess",
     "SandboxResult",
+    "SandboxUnavailable",
+    "available",
     "clean_text",
     "run_python",
+    "unavailable_reason",
 ]
+
+
+class SandboxUnavailable(RuntimeError):
+    """Strict mode: this machine does not give every layer in REQUIRED_LAYERS, so nothing was run. The message is
+    written for the person using the page or notebook (what is missing, and that nothing ran)."""
+
+
+_PROBE: list[str | None] = []  # the cached answer of unavailable_reason()
+
+
+def unavailable_reason(refresh: bool = False) -> str | None:
+    """Why this machine cannot run code in strict mode, or None when it can. Runs `pass` once (about 0.1 s) in a
+    strict sandbox and caches the answer; refresh=True asks again."""
+    if refresh or not _PROBE:
+        try:
+            run_python("pass", timeout=10, strict=True)
+            reason = None
+        except SandboxUnavailable as exc:
+            reason = str(exc)
+        _PROBE[:] = [reason]
+    return _PROBE[0]
+
+
+def available(refresh: bool = False) -> bool:
+    """True when this machine gives every layer strict mode requires (REQUIRED_LAYERS): ask before serving
+    strangers, and show unavailable_reason() instead of a code runner when it is False."""
+    return unavailable_reason(refresh) is None
+
 
 SKIPPABLE_LAYERS = ("audit", "landlock", "netns", "seccomp", "uid")
 
@@ -122,6 +176,8 @@ def run_python(
     max_processes: int = 32,
     serve: Callable[[str], str | None] | None = None,
     skip_layers: Iterable[str] = (),
+    strict: bool = False,
+    on_start: Callable[[ConfinedProcess], None] | None = None,
 ) -> SandboxResult:
     """Run `code` as `main.py` in a confined child process and return what happened; never raises for bad code.
 
@@ -129,7 +185,9 @@ def run_python(
     ({"data.json": "..."}), relative paths only; timeout: wall-clock seconds for the whole run; memory_mb: its
     address space; max_output: bytes kept per stream (past it the run is killed); disk_mb: size of the work dir (and
     the largest file); max_processes: threads it may run at once (RLIMIT_NPROC of its own uid); serve: answers the
-    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS.
+    program's requests (below); skip_layers: test-only, see SKIPPABLE_LAYERS; strict: run nothing unless every
+    layer of REQUIRED_LAYERS is in place, raising SandboxUnavailable instead (use it wherever strangers send code);
+    on_start: called with the run's ConfinedProcess before it starts (its CPU time, for a judge that bounds work).
 
     serve(request) -> reply: the program writes one request line to fd CHANNEL_OUT and reads one reply line from fd
     CHANNEL_IN; this process calls serve for each request, in order, while the program runs, and writes the reply
@@ -138,10 +196,10 @@ def run_python(
     the program's reach.
     """
     import shutil
-    import subprocess
     import tempfile
 
     skip = _validate(code, stdin, timeout, memory_mb, max_output, disk_mb, max_processes, skip_layers, files)
+    _validate_strict(strict, skip)
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="qwen2-lab-sandbox-")
     ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
@@ -162,32 +220,63 @@ def run_python(
             "messages_fd": theirs["messages"],
             "channel": [theirs["replies"], theirs["requests"]] if serve is not None else None,
             "skip": sorted(skip),
+            "strict": strict,
         }
-        stdin_fd = _stdin_fd(stdin)
-        try:
-            proc = subprocess.Popen(
-                _child_argv(config),
-                cwd=workdir,
-                env=_minimal_env(workdir),
-                stdin=stdin_fd,
-                stdout=theirs["stdout"],
-                stderr=theirs["stderr"],
-                pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
-                start_new_session=True,
-            )
-        finally:
-            os.close(stdin_fd)
-            for fd in theirs.values():
-                os.close(fd)
-            theirs.clear()
+        proc = _spawn(config, stdin, theirs)
         pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
         channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
-        streams = collect(proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel)
+        confined = ConfinedProcess(proc.pid)
+        if on_start is not None:
+            on_start(confined)
+        streams = collect(
+            proc, pipes, deadline=start + timeout, cap=max_output, serve=serve, channel=channel, confined=confined
+        )
     finally:
         for fd in [*ours.values(), *theirs.values()]:
             os.close(fd)
         shutil.rmtree(workdir, ignore_errors=True)
+    if strict and (setup_failed := read_status(streams["status"])[1]) is not None:
+        raise SandboxUnavailable(_unavailable_message(clean_text(setup_failed)))
     return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _spawn(config: dict, stdin, theirs: dict[str, int]):
+    """Start the child (a new session, the minimal environment, the work dir as cwd) with its ends of the pipes,
+    then close those ends here: from now on only the child holds them."""
+    import subprocess
+
+    stdin_fd = _stdin_fd(stdin)
+    try:
+        return subprocess.Popen(
+            _child_argv(config),
+            cwd=config["workdir"],
+            env=_minimal_env(config["workdir"]),
+            stdin=stdin_fd,
+            stdout=theirs["stdout"],
+            stderr=theirs["stderr"],
+            pass_fds=[fd for name, fd in theirs.items() if name not in ("stdout", "stderr")],
+            start_new_session=True,
+        )
+    finally:
+        os.close(stdin_fd)
+        for fd in theirs.values():
+            os.close(fd)
+        theirs.clear()
+
+
+def _validate_strict(strict: bool, skip: set[str]) -> None:
+    """strict=True: no layer may be skipped, and off Linux there is nothing to require."""
+    if strict and skip:
+        raise ValueError(f"strict=True runs with every layer: skip_layers={sorted(skip)} contradicts it")
+    if strict and not sys.platform.startswith("linux"):
+        raise SandboxUnavailable(_unavailable_message(f"{sys.platform} has no Landlock or seccomp (Linux only)"))
+
+
+def _unavailable_message(why: str) -> str:
+    return (
+        f"Code cannot run safely on this machine, so nothing was run. The sandbox requires {', '.join(REQUIRED_LAYERS)}"
+        f" (Linux >= 5.13 with Landlock enabled, seccomp filters allowed); here: {why}."
+    )
 
 
 def _stdin_fd(stdin: str | bytes | None) -> int:

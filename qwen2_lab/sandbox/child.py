@@ -15,7 +15,16 @@ import signal
 import sys
 
 from .audit import install_audit_hook
-from .common import CHANNEL_IN, CHANNEL_OUT, PR_SET_PDEATHSIG, RUN_UID_BASE, SETUP_FAILED, libc, send_line
+from .common import (
+    CHANNEL_IN,
+    CHANNEL_OUT,
+    PR_SET_PDEATHSIG,
+    RUN_UID_BASE,
+    SETUP_FAILED,
+    libc,
+    missing_layers,
+    send_line,
+)
 from .landlock import install_landlock
 from .limits import drop_capabilities, set_rlimits
 from .namespaces import chown_tree, enter_namespaces, private_mounts
@@ -48,6 +57,7 @@ def _child_main(config: dict) -> None:
     pid = os.fork()
     if pid == 0:
         _confined_child(config, namespaces, supervisor)  # ends with SystemExit: the interpreter exits normally there
+    send_line(config["status_fd"], f"child {pid}")  # the server kills it by pid, whatever group or session it is in
     for fd in _pipes(config):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
@@ -81,6 +91,8 @@ def _confined_child(config: dict, namespaces: set[str], supervisor: int) -> None
     status = config["status_fd"]
     try:
         layers = _confine(config, namespaces, supervisor)
+        if config["strict"] and (missing := missing_layers(layers)):
+            raise OSError(f"this machine does not give the required layers: {', '.join(missing)}")
     except BaseException as exc:  # noqa: BLE001 - any failure here must stop the run, whatever it is
         send_line(status, f"setup-failed {exc!r}")
         os.write(2, f"sandbox: setup failed: {exc!r}\n".encode())

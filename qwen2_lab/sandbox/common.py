@@ -14,6 +14,13 @@ RUN_UID_BASE = 0x7F000000  # a run started as root becomes uid RUN_UID_BASE + it
 SETUP_FAILED = 70  # exit code of a child whose confinement failed: user code never ran
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 CHANNEL_IN, CHANNEL_OUT = 3, 4  # with run_python(serve=...): the program reads replies on 3, writes requests on 4
+# What strict mode requires: the layers that hold without root and without namespaces (a normal user in a container).
+REQUIRED_LAYERS = ("process", "rlimits", "landlock", "seccomp")
+
+
+def missing_layers(layers) -> list[str]:
+    """The REQUIRED_LAYERS not among `layers` (Landlock counts at any ABI: "landlock-v3")."""
+    return [need for need in REQUIRED_LAYERS if not any(have.split("-v")[0] == need for have in layers)]
 
 
 def libc():

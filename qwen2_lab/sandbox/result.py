@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from .collect import MAX_REQUESTS, REQUEST_CAP
+from .collect import MAX_REQUESTS, REQUEST_CAP, STATUS_CAP
 from .text import clean_text
 
 
@@ -53,6 +53,7 @@ class SandboxResult:
 
 STOP_REASONS = {
     "output": "output over {max_output:,} bytes",
+    "messages": f"over {STATUS_CAP:,} bytes written to the sandbox's messages pipe",
     "request": f"a request refused (over {REQUEST_CAP:,} bytes, past {MAX_REQUESTS:,} requests, or replies unread)",
     "served": "stopped by the server's request handler",
     "timeout": "wall-clock timeout after {timeout:g} s",
@@ -63,9 +64,7 @@ def to_result(returncode, streams, duration, timeout, memory_mb, max_output) -> 
     """Turn raw bytes and exit status into a SandboxResult with a plain-words reason for any limit hit."""
     decode = lambda name: clean_text(streams[name].decode("utf-8", "replace"))  # noqa: E731
     stderr = decode("stderr")
-    status = streams["status"].decode("utf-8", "replace").splitlines()[:1]  # written before user code ran
-    layers = status[0].split()[1:] if status and status[0].startswith("layers ") else []
-    setup_failed = status[0][len("setup-failed ") :] if status and status[0].startswith("setup-failed ") else None
+    layers, setup_failed = read_status(streams["status"])
     blocked = tuple(line[len("blocked ") :] for line in decode("messages").splitlines() if line.startswith("blocked "))
     stop = streams["stop"]
     killed_reason = STOP_REASONS[stop].format(timeout=timeout, max_output=max_output) if stop else None
@@ -82,6 +81,17 @@ def to_result(returncode, streams, duration, timeout, memory_mb, max_output) -> 
         blocked=blocked[:20],
         layers=tuple(layers),
     )
+
+
+def read_status(status: bytes) -> tuple[list[str], str | None]:
+    """(layers, why the setup failed or None) from the status pipe, written before user code ran: the confined
+    child's one line ("layers ..." or "setup-failed ..."); the supervisor's "child PID" line is skipped."""
+    for line in status.decode("utf-8", "replace").splitlines():
+        if line.startswith("layers "):
+            return line.split()[1:], None
+        if line.startswith("setup-failed "):
+            return [], line[len("setup-failed ") :]
+    return [], None
 
 
 def limit_reason(returncode: int | None, stderr: str, memory_mb: int) -> str | None:

@@ -1,5 +1,6 @@
 """seccomp: a classic-BPF filter over the program's system calls. No sockets, no new processes (threads only), no
-memory outside the address space that RLIMIT_AS bounds (anonymous files, System V shared memory and queues)."""
+memory outside the address space that RLIMIT_AS bounds (anonymous files, System V shared memory and queues), no
+kernel keyrings, and every other call of Docker's default deny list that the architecture has."""
 
 from __future__ import annotations
 
@@ -13,18 +14,46 @@ from .common import PR_SET_NO_NEW_PRIVS, libc
 # seccomp (Documentation/userspace-api/seccomp_filter.rst): a classic-BPF program over struct seccomp_data
 # {int nr; u32 arch; u64 ip; u64 args[6]}. Syscall numbers per architecture (arch/*/entry/syscalls, unistd.h).
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_NAMES = "socket socketpair fork vfork execve execveat clone clone3 shmget shmat msgget mq_open memfd_create".split()
-_NAMES += ["memfd_secret", "io_uring_setup"]
-_NUMBERS = {  # aarch64 has no fork or vfork: glibc forks through clone
-    "x86_64": (41, 53, 57, 58, 59, 322, 56, 435, 29, 30, 68, 240, 319, 447, 425),
-    "aarch64": (198, 199, None, None, 221, 281, 220, 435, 194, 196, 186, 180, 279, 447, 425),
+# name: (x86_64, aarch64); None where the architecture has no such call (aarch64 forks through clone).
+_TABLE = {
+    # ours: no sockets, no processes, no memory outside RLIMIT_AS
+    "socket": (41, 198), "socketpair": (53, 199), "fork": (57, None), "vfork": (58, None), "execve": (59, 221),
+    "execveat": (322, 281), "shmget": (29, 194), "shmat": (30, 196), "msgget": (68, 186), "mq_open": (240, 180),
+    "memfd_create": (319, 279), "memfd_secret": (447, 447), "io_uring_setup": (425, 425),
+    # Docker's default profile (docs.docker.com/engine/security/seccomp, "Significant syscalls blocked"), each
+    # present on the architecture; keyrings first: they are per user, not per namespace, and outlive the run
+    "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    "acct": (163, 89), "bpf": (321, 280), "clock_adjtime": (305, 266), "clock_settime": (227, 112),
+    "create_module": (174, None), "delete_module": (176, 106), "finit_module": (313, 273),
+    "get_kernel_syms": (177, None), "get_mempolicy": (239, 236), "init_module": (175, 105), "ioperm": (173, None),
+    "iopl": (172, None), "kcmp": (312, 272), "kexec_file_load": (320, 294), "kexec_load": (246, 104),
+    "lookup_dcookie": (212, 18), "mbind": (237, 235), "mount": (165, 40), "move_pages": (279, 239),
+    "name_to_handle_at": (303, 264), "nfsservctl": (180, 42), "open_by_handle_at": (304, 265),
+    "perf_event_open": (298, 241), "personality": (135, 92), "pivot_root": (155, 41), "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271), "ptrace": (101, 117), "query_module": (178, None), "quotactl": (179, 60),
+    "reboot": (169, 142), "set_mempolicy": (238, 237), "setns": (308, 268), "settimeofday": (164, 170),
+    "swapon": (167, 224), "swapoff": (168, 225), "sysfs": (139, None), "_sysctl": (156, None), "umount2": (166, 39),
+    "unshare": (272, 97), "uselib": (134, None), "userfaultfd": (323, 282), "ustat": (136, None),
+    # the newer mount API, which Docker gates behind CAP_SYS_ADMIN like mount itself
+    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
+    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
+}  # fmt: skip
+_CLONE_NUMBERS = {"clone": (56, 220), "clone3": (435, 435)}
+_SYSCALLS = {
+    arch: {name: numbers[i] for name, numbers in {**_TABLE, **_CLONE_NUMBERS}.items() if numbers[i] is not None}
+    for i, arch in enumerate(_AUDIT_ARCH)
 }
-_SYSCALLS = {arch: {n: nr for n, nr in zip(_NAMES, numbers) if nr is not None} for arch, numbers in _NUMBERS.items()}
-# Refused with EPERM. io_uring can open sockets without socket(2); the shared-memory calls create memory that no
-# rlimit of this process counts; fork/vfork/execve: one process, one address space under RLIMIT_AS.
-DENIED = (
-    "socket socketpair fork vfork execve execveat shmget shmat msgget mq_open memfd_create memfd_secret io_uring_setup"
-).split()
+
+
+def syscall_numbers(machine: str) -> dict[str, int]:
+    """{name: number} of every call the filter names on this architecture (empty for an unknown one)."""
+    return dict(_SYSCALLS.get(machine, {}))
+
+
+# Refused with EPERM: every name in _TABLE, on the architectures that have it.
+DENIED = tuple(_TABLE)
+# Docker's list names these too, but no architecture here has them: stime, umount, vm86, vm86old.
+DOCKER_ONLY_ON_OTHER_ARCHITECTURES = ("stime", "umount", "vm86", "vm86old")
 _CLONE_THREAD = 0x00010000
 _LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
