@@ -205,24 +205,9 @@ def run_python(
     ours, theirs = {}, {}  # name -> read end kept here / write end (or read end) handed to the child
     try:
         write_files(workdir, {"main.py": code, **(files or {})})
-        for name in ("stdout", "stderr", "status", "messages"):
-            ours[name], theirs[name] = os.pipe()
-        if serve is not None:
-            ours["requests"], theirs["requests"] = os.pipe()
-            theirs["replies"], ours["replies"] = os.pipe()
-        config = {
-            "workdir": workdir,
-            "timeout": timeout,
-            "memory_mb": memory_mb,
-            "disk_mb": disk_mb,
-            "max_processes": max_processes,
-            "status_fd": theirs["status"],
-            "messages_fd": theirs["messages"],
-            "channel": [theirs["replies"], theirs["requests"]] if serve is not None else None,
-            "skip": sorted(skip),
-            "strict": strict,
-        }
-        proc = _spawn(config, stdin, theirs)
+        _open_pipes(ours, theirs, serve is not None)
+        limits = dict(timeout=timeout, memory_mb=memory_mb, disk_mb=disk_mb, max_processes=max_processes)
+        proc = _spawn(_child_config(workdir, limits, theirs, serve is not None, skip, strict), stdin, theirs)
         pipes = {name: ours.pop(name) for name in ("stdout", "stderr", "status", "messages")}
         channel = (ours.pop("requests"), ours.pop("replies")) if serve is not None else None
         confined = ConfinedProcess(proc.pid)
@@ -238,6 +223,29 @@ def run_python(
     if strict and (setup_failed := read_status(streams["status"])[1]) is not None:
         raise SandboxUnavailable(_unavailable_message(clean_text(setup_failed)))
     return to_result(proc.returncode, streams, time.monotonic() - start, timeout, memory_mb, max_output)
+
+
+def _open_pipes(ours: dict, theirs: dict, channel: bool) -> None:
+    """The run's pipes, filled into `ours` (the ends kept here) and `theirs` (the ends handed to the child) as they
+    are made, so that the caller closes every one of them whatever fails."""
+    for name in ("stdout", "stderr", "status", "messages"):
+        ours[name], theirs[name] = os.pipe()
+    if channel:
+        ours["requests"], theirs["requests"] = os.pipe()
+        theirs["replies"], ours["replies"] = os.pipe()
+
+
+def _child_config(workdir: str, limits: dict, theirs: dict, channel: bool, skip, strict: bool) -> dict:
+    """What the supervisor child is told: its work dir, its limits, its fds, the layers to skip (tests only)."""
+    return {
+        "workdir": workdir,
+        **limits,
+        "status_fd": theirs["status"],
+        "messages_fd": theirs["messages"],
+        "channel": [theirs["replies"], theirs["requests"]] if channel else None,
+        "skip": sorted(skip),
+        "strict": strict,
+    }
 
 
 def _spawn(config: dict, stdin, theirs: dict[str, int]):

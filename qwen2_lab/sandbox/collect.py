@@ -58,18 +58,12 @@ def collect(
                     break
                 for key, _ in sel.select(min(deadline - now, 0.1)):
                     chunk = os.read(key.fd, 65536)
-                    name = names[key.fd]
                     if not chunk:
                         sel.unregister(key.fd)
-                    elif name == "requests":
+                    elif names[key.fd] == "requests":
                         stop = requests.feed(chunk)
                     else:
-                        room = caps[name] - len(data[name])
-                        data[name] += chunk[: max(room, 0)]
-                        if len(chunk) > room:
-                            stop = "output" if name in ("stdout", "stderr") else "messages"
-                        if name == "status" and confined is not None:
-                            confined.learn(bytes(data["status"]))
+                        stop = _keep(names[key.fd], chunk, data, caps[names[key.fd]], confined)
                     if stop:
                         break
         while stop is None and not _has_exited(proc):  # it closed every pipe but still runs: wait, not forever
@@ -79,6 +73,17 @@ def collect(
     finally:
         _end_run(proc, confined, bytes(data["status"]), pipes, channel)
     return {"stop": stop, **{name: bytes(buf) for name, buf in data.items()}}
+
+
+def _keep(name: str, chunk: bytes, data: dict, cap: int, confined) -> str | None:
+    """Keep what fits of a chunk read from pipe `name`; why the run must end when the pipe overflows, else None."""
+    room = cap - len(data[name])
+    data[name] += chunk[: max(room, 0)]
+    if name == "status" and confined is not None:
+        confined.learn(bytes(data["status"]))
+    if len(chunk) > room:
+        return "output" if name in ("stdout", "stderr") else "messages"
+    return None
 
 
 def _end_run(proc, confined, status: bytes, pipes: dict[str, int], channel) -> None:
