@@ -140,3 +140,16 @@ def small_lab(request):
     from tests.helpers import random_lab
 
     return random_lab(moe=request.param == "moe", num_hidden_layers=3)
+
+
+# ---- the sandbox: the layers this machine gives a run --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sandbox_layers() -> tuple[str, ...]:
+    """The layers this machine gives a sandboxed run (probed once): "seccomp", "landlock-v4", "netns", ..."""
+    from qwen2_lab.sandbox import run_python
+
+    result = run_python("pass", timeout=10)
+    assert result.ok, result.summary
+    return result.layers

@@ -1,5 +1,6 @@
 """Helpers the tests share: small random Qwen2 / Qwen2-MoE models built from configs (no downloads)."""
 
+import pytest
 import torch
 
 BASE = dict(
@@ -135,3 +136,15 @@ ANSWER = (42, 12)
 def last_diff(trace, answer=ANSWER) -> float:
     """logit[right] - logit[wrong] at the last position of a trace."""
     return float(trace.logits[-1, answer[0]] - trace.logits[-1, answer[1]])
+
+
+def require_layer(layers, *alternatives: str) -> None:
+    """Skip unless this machine gives one of the sandbox layers named ("seccomp", "landlock" = any ABI,
+    "landlock-v4" = ABI 4 or newer, "netns", ...); the skip names what it has."""
+    for alt in alternatives:
+        name, _, version = alt.partition("-v")
+        for have in layers:
+            have_name, _, have_version = have.partition("-v")
+            if have_name == name and (not version or int(have_version or 0) >= int(version)):
+                return
+    pytest.skip(f"needs one of {alternatives}; this machine gives {' '.join(layers)}")

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from qwen2_lab.sandbox import SKIPPABLE_LAYERS, run_python
+from tests.helpers import require_layer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sandbox needs a POSIX system")
 
@@ -28,28 +29,6 @@ def assert_server_alive() -> None:
     """This process still runs sandboxes normally after a hostile one."""
     result = run_python("print('alive')", timeout=5)
     assert result.ok and result.stdout == "alive\n", result.summary
-
-
-@pytest.fixture(scope="module")
-def layers() -> tuple[str, ...]:
-    """The layers this machine gives a sandboxed run (probed once)."""
-    result = run_python("pass", timeout=10)
-    assert result.ok, result.summary
-    return result.layers
-
-
-def landlock_abi(layers) -> int:
-    return next((int(layer.split("-v")[1]) for layer in layers if layer.startswith("landlock-v")), 0)
-
-
-def require(layers, *alternatives: str) -> None:
-    """Skip unless at least one of the alternatives is active (e.g. "netns", "landlock-v4" = ABI 4 or newer)."""
-    for alt in alternatives:
-        if alt.startswith("landlock-v") and landlock_abi(layers) >= int(alt.split("-v")[1]):
-            return
-        if alt in layers:
-            return
-    pytest.skip(f"needs one of {alternatives}; this machine gives {layers}")
 
 
 @pytest.fixture
@@ -238,10 +217,10 @@ def _live_processes_mentioning(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_fork_bomb_without_the_audit_hook_leaves_no_survivors(layers):
+def test_fork_bomb_without_the_audit_hook_leaves_no_survivors(sandbox_layers):
     """With the audit hook and seccomp off, os.fork works: RLIMIT_NPROC caps the bomb and the pid namespace (or the
     process group kill) takes every process down with it, even children that called setsid() to leave the group."""
-    require(layers, "pidns")
+    require_layer(sandbox_layers, "pidns")
     result = run(
         """
         import os, time
@@ -317,9 +296,9 @@ for path in {dirs!r}:
 
 
 @pytest.mark.parametrize("skip", [(), ("audit",), ("landlock",)], ids=["all-layers", "no-audit", "no-landlock"])
-def test_files_outside_the_work_dir_cannot_be_read(skip, layers, world_readable_dir):
+def test_files_outside_the_work_dir_cannot_be_read(skip, sandbox_layers, world_readable_dir):
     if "audit" in skip:
-        require(layers, "landlock-v1")
+        require_layer(sandbox_layers, "landlock-v1")
     repo_file = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
     paths = [os.path.join(world_readable_dir, "secret.txt"), repo_file, "/etc/shadow", "/etc/passwd", __file__]
     result = run(READ_ATTEMPTS.format(paths=paths, dirs=[world_readable_dir, "/", "/root", "/home"]), skip_layers=skip)
@@ -333,9 +312,9 @@ def test_files_outside_the_work_dir_cannot_be_read(skip, layers, world_readable_
 
 
 @pytest.mark.parametrize("skip", [(), ("audit",), ("landlock",)], ids=["all-layers", "no-audit", "no-landlock"])
-def test_files_outside_the_work_dir_cannot_be_changed_or_deleted(skip, layers, world_readable_dir):
+def test_files_outside_the_work_dir_cannot_be_changed_or_deleted(skip, sandbox_layers, world_readable_dir):
     if "audit" in skip:
-        require(layers, "landlock-v1")
+        require_layer(sandbox_layers, "landlock-v1")
     secret = os.path.join(world_readable_dir, "secret.txt")
     result = run(
         f"""
@@ -415,12 +394,12 @@ NETWORK_VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", NETWORK_VARIANTS)
-def test_no_network_not_even_the_servers_own_port(variant, layers, listening_server):
+def test_no_network_not_even_the_servers_own_port(variant, sandbox_layers, listening_server):
     """Every variant keeps the server's ports silent; the documented gaps of single layers are the exceptions:
     Landlock alone lets UDP out, and neither Landlock nor the network namespace stops a UNIX socket file."""
     skip, needs, may_succeed = NETWORK_VARIANTS[variant]
     if needs:
-        require(layers, *needs)
+        require_layer(sandbox_layers, *needs)
     tcp, udp, unix = listening_server
     ports = dict(tcp_port=tcp.getsockname()[1], udp_port=udp.getsockname()[1], unix_path=unix.getsockname())
     result = run(NETWORK_ATTEMPTS.format(**ports), skip_layers=skip)
@@ -445,11 +424,13 @@ def test_no_network_not_even_the_servers_own_port(variant, layers, listening_ser
     [((), ()), (("audit",), ("pidns", "uid", "landlock-v6")), (("audit", "landlock"), ("pidns", "uid"))],
     ids=["all-layers", "no-audit", "no-audit-no-landlock"],
 )
-def test_killing_the_parent_and_the_server_fails(skip, needs, layers):
+def test_killing_the_parent_and_the_server_fails(skip, needs, sandbox_layers):
     if needs:
-        require(layers, *needs)
+        require_layer(sandbox_layers, *needs)
     server = os.getpid()
-    kill_all = "" if skip and "pidns" not in layers else "lambda: os.kill(-1, signal.SIGKILL),"  # only where contained
+    kill_all = (
+        "" if skip and "pidns" not in sandbox_layers else "lambda: os.kill(-1, signal.SIGKILL),"
+    )  # only where contained
     result = run(
         f"""
         import os, signal
@@ -477,7 +458,7 @@ def test_killing_the_parent_and_the_server_fails(skip, needs, layers):
     assert_server_alive()
 
 
-def test_huge_file_and_disk_filling_are_bounded(layers):
+def test_huge_file_and_disk_filling_are_bounded(sandbox_layers):
     result = run(
         """
         import os
@@ -491,7 +472,7 @@ def test_huge_file_and_disk_filling_are_bounded(layers):
     assert not result.ok and not result.timed_out
     assert "File too large" in result.stderr or "No space left on device" in result.stderr
     assert not os.path.exists(result.stdout.splitlines()[0])
-    if "tmpfs" in layers:  # many files each below the size limit: only the tmpfs bounds the total
+    if "tmpfs" in sandbox_layers:  # many files each below the size limit: only the tmpfs bounds the total
         many = run("i = 0\nwhile True:\n    open(f'part{i}', 'wb').write(b'x' * 1_000_000)\n    i += 1", disk_mb=8)
         assert "No space left on device" in many.stderr and not many.timed_out
     assert_server_alive()
@@ -528,7 +509,7 @@ def test_escape_routes_of_the_audit_hook_are_closed():
     assert "loaded: ['subprocess']" in result.stdout
 
 
-def test_nothing_can_be_executed_even_without_the_audit_hook(layers):
-    require(layers, "landlock-v1")
+def test_nothing_can_be_executed_even_without_the_audit_hook(sandbox_layers):
+    require_layer(sandbox_layers, "landlock-v1")
     result = run("import os\nos.execv('/bin/sh', ['sh', '-c', 'echo EXECUTED'])", skip_layers=("audit",))
     assert "EXECUTED" not in result.stdout and "PermissionError" in result.stderr

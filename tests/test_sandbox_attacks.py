@@ -11,24 +11,13 @@ import threading
 import pytest
 
 from qwen2_lab.sandbox import RUN_UID_BASE, run_python
+from tests.helpers import require_layer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="these layers are Linux kernel features")
 
 
 def run(code: str, **kwargs):
     return run_python(textwrap.dedent(code), **{"timeout": 3.0, **kwargs})
-
-
-@pytest.fixture(scope="module")
-def layers() -> tuple[str, ...]:
-    result = run_python("pass", timeout=10)
-    assert result.ok, result.summary
-    return result.layers
-
-
-def require(layers, layer: str) -> None:
-    if not any(have == layer or have.startswith(layer + "-v") for have in layers):
-        pytest.skip(f"this kernel or machine does not give the {layer} layer (layers here: {' '.join(layers)})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,11 +58,11 @@ print("total", held)
 
 
 @pytest.mark.parametrize("skip", [(), ("audit",)], ids=["all-layers", "kernel-layers-only"])
-def test_anonymous_files_and_shared_memory_stay_within_memory_mb(skip, layers):
+def test_anonymous_files_and_shared_memory_stay_within_memory_mb(skip, sandbox_layers):
     """memfd_create and /dev/shm files hold RAM that RLIMIT_AS never sees: 8 x 32 MB past a 128 MB limit."""
     if skip:
-        require(layers, "seccomp")
-        require(layers, "landlock")
+        require_layer(sandbox_layers, "seccomp")
+        require_layer(sandbox_layers, "landlock")
     result = run(HOLD_MEMORY, memory_mb=128, skip_layers=skip)
     outcome = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert outcome["memfd"].startswith("refused"), result.stdout + result.stderr
@@ -82,9 +71,9 @@ def test_anonymous_files_and_shared_memory_stay_within_memory_mb(skip, layers):
     assert not [name for name in os.listdir("/dev/shm") if name.startswith("qwen2-lab-test-")]
 
 
-def test_system_v_shared_memory_and_queues_are_refused_by_the_kernel(layers):
+def test_system_v_shared_memory_and_queues_are_refused_by_the_kernel(sandbox_layers):
     """shmget/msgget need ctypes: with the audit hook off, the seccomp filter alone refuses them."""
-    require(layers, "seccomp")
+    require_layer(sandbox_layers, "seccomp")
     result = run(
         """
         import ctypes, ctypes.util
@@ -106,9 +95,9 @@ def test_system_v_shared_memory_and_queues_are_refused_by_the_kernel(layers):
     ],
     ids=["os.fork", "libc-fork", "exec"],
 )
-def test_no_second_process_even_without_the_audit_hook(code, layers):
+def test_no_second_process_even_without_the_audit_hook(code, sandbox_layers):
     """One process, one address space: memory_mb bounds the whole run, not each of max_processes forks."""
-    require(layers, "seccomp")
+    require_layer(sandbox_layers, "seccomp")
     result = run(code, skip_layers=("audit",))
     assert "EXECUTED" not in result.stdout
     assert result.stdout.strip() in ("", "-1 1"), result.stdout
@@ -134,9 +123,9 @@ print(started)
 """
 
 
-def test_two_runs_do_not_share_a_thread_limit(layers):
+def test_two_runs_do_not_share_a_thread_limit(sandbox_layers):
     """Each run may start max_processes - 2 threads; two at once would pass a limit shared by one uid."""
-    if "uid" not in layers and "userns" not in layers:
+    if "uid" not in sandbox_layers and "userns" not in sandbox_layers:
         pytest.skip("needs a uid of the run's own (root) or a user namespace: neither is available here")
     results = [None, None]
 
@@ -151,15 +140,15 @@ def test_two_runs_do_not_share_a_thread_limit(layers):
     assert [r.stdout.strip() for r in results] == ["10", "10"], [r.summary + r.stderr[-300:] for r in results]
 
 
-def test_threads_past_max_processes_are_refused(layers):
-    if "uid" not in layers and "userns" not in layers:
+def test_threads_past_max_processes_are_refused(sandbox_layers):
+    if "uid" not in sandbox_layers and "userns" not in sandbox_layers:
         pytest.skip("needs a uid of the run's own (root) or a user namespace: neither is available here")
     result = run(THREADS.format(n=40), max_processes=8, timeout=5)
     assert "can't start new thread" in result.stderr, result.stdout + result.stderr
 
 
-def test_each_run_has_a_uid_of_its_own(layers):
-    require(layers, "uid")
+def test_each_run_has_a_uid_of_its_own(sandbox_layers):
+    require_layer(sandbox_layers, "uid")
     uids = {int(run("import os\nprint(os.getuid())").stdout) for _ in range(3)}
     assert len(uids) == 3 and all(uid > RUN_UID_BASE for uid in uids)
 
@@ -205,9 +194,9 @@ sys.exit(70)
 """
 
 
-def test_the_status_pipe_is_closed_before_user_code_and_argv_tells_nothing(layers):
+def test_the_status_pipe_is_closed_before_user_code_and_argv_tells_nothing(sandbox_layers):
     result = run(FORGE_STATUS)
-    assert result.layers == layers  # written before the program ran; nothing it writes can change them
+    assert result.layers == sandbox_layers  # written before the program ran; nothing it writes can change them
     assert result.killed_reason is None and result.returncode == 70  # its exit code, not a setup failure
     assert result.stdout.strip() == "['main.py']"
     assert result.summary.startswith("failed: exit 70")  # the program's own stderr line follows, as its words
@@ -246,17 +235,17 @@ def test_control_characters_and_ansi_sequences_never_come_back():
 
 
 @pytest.mark.parametrize("skip", [(), ("audit",)], ids=["all-layers", "kernel-layers-only"])
-def test_socketpair_is_refused(skip, layers):
+def test_socketpair_is_refused(skip, sandbox_layers):
     if skip:
-        require(layers, "seccomp")
+        require_layer(sandbox_layers, "seccomp")
     result = run("import socket\nprint(socket.socketpair())", skip_layers=skip)
     assert not result.stdout and ("PermissionError" in result.stderr), result.stdout + result.stderr
 
 
-def test_the_audit_hook_can_be_got_around_but_the_kernel_layers_hold(layers):
+def test_the_audit_hook_can_be_got_around_but_the_kernel_layers_hold(sandbox_layers):
     """importlib loads _ctypes past the hook (PEP 578: hooks are not a boundary); the libc calls it reaches still
     fail: no socket, no fork, no memfd."""
-    require(layers, "seccomp")
+    require_layer(sandbox_layers, "seccomp")
     result = run(
         """
         import importlib, sys
