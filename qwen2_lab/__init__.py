@@ -18,6 +18,7 @@ _EXPORTS = {
     "bundled_path": "loading",
     "Lab": "lab",
     "Trace": "trace",
+    "Generation": "generate",
     "SITES": "trace",
     "Arch": "arch",
     "arch_of": "arch",

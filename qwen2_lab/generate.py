@@ -142,6 +142,20 @@ class Generation:
     def __repr__(self) -> str:
         return f"Generation({len(self.steps)} tokens, {self.stop_reason or 'running'}: {self.text[:60]!r})"
 
+    def save(self, path):
+        """Write this generation to one safetensors file (qwen2_lab/saved.py); returns the path."""
+        from .saved import save_generation
+
+        return save_generation(self, path)
+
+    @classmethod
+    def load(cls, path, *, lab=None) -> Generation:
+        """A saved generation. Without `lab` it has no model (a SavedLab stands in: text, tokens and every view
+        work; branch needs lab=); see qwen2_lab/saved.py."""
+        from .saved import load_generation
+
+        return load_generation(path, lab=lab)
+
 
 def split_changes(model, settings: Sampling, options: Options, changes: dict) -> tuple[Sampling, Options]:
     """Sampling settings and options with `changes` applied (a sampling argument or an Options field each)."""

@@ -170,6 +170,19 @@ class Trace:
     def __repr__(self) -> str:
         return f"Trace({len(self.tokens)} tokens, {len(self.store)} sites, {self.nbytes() / 2**20:.1f} MiB)"
 
+    def save(self, path):
+        """Write this trace to one safetensors file, bit for bit (qwen2_lab/saved.py); returns the path."""
+        from .saved import save_trace
+
+        return save_trace(self, path)
+
+    @classmethod
+    def load(cls, path, *, sites=None, layers=None) -> Trace:
+        """A saved trace, needing no model; `sites=` (globs) and `layers=` read only those (qwen2_lab/saved.py)."""
+        from .saved import load_trace
+
+        return load_trace(path, sites=sites, layers=layers)
+
 
 def site_specs(arch) -> list[tuple[str, str]]:
     """Every site this architecture's forward reports, in order, with its shape as written in `SITES`.
