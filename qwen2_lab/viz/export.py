@@ -13,6 +13,7 @@ Files are written under a temporary name beside the target and renamed once whol
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 WIDTH = 1000  # px of a picture when neither width= nor the figure sets one (figures fill their container)
 HEIGHT = 500  # px when the figure sets no height either (plotly's own default is 450)
@@ -50,6 +52,13 @@ def save(fig: go.Figure, path, *, width: int | None = None, height: int | None =
     with chromium(), replacing(path) as tmp:
         fig.write_image(tmp, format=suffix[1:], width=size[0], height=size[1], scale=scale)
     return path
+
+
+def figure_html(fig, note: str = "") -> str:
+    """A figure (a Figure, or plotly's JSON of one) as an HTML fragment for a page that loads plotly.js once itself
+    (the web site's pages, an explorer's static first view), with an optional note below it."""
+    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, validate=False, config={"responsive": True})
+    return div + (f'<p class="qwen2-lab-note"><em>{html.escape(note)}</em></p>' if note else "")
 
 
 def picture_size(fig: go.Figure, width: int | None, height: int | None) -> tuple[int, int]:
