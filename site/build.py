@@ -150,6 +150,19 @@ def build(out: Path, executed_dir: Path, timeout: int = 1200) -> dict[str, str]:
     return how
 
 
+def check(out: Path, names: list[str]) -> list[str]:
+    """What is wrong with a built site (nothing, when empty): a page missing, a script or stylesheet from
+    elsewhere than the site, a plotly figure without plotly.js."""
+    problems = [f"{n} is missing" for n in ["index.html", "notebooks.html", "plotly.min.js"] if not (out / n).is_file()]
+    for page in sorted(out.glob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        outside = re.findall(r'<script[^>]+src="(?!plotly\.min\.js")[^"]*"|<link[^>]+href="https?:[^"]*"', text)
+        problems += [f"{page.name} loads {tag} from elsewhere" for tag in outside]
+        if "Plotly.newPlot" in text and '<script src="plotly.min.js">' not in text:
+            problems.append(f"{page.name} draws plotly figures but does not load plotly.min.js")
+    return problems + [f"{n}.html is missing" for n in names if not (out / f"{n}.html").is_file()]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "build" / "site")
@@ -158,6 +171,9 @@ def main() -> None:
     a = p.parse_args()
     start = time.monotonic()
     how = build(a.out, a.executed, a.timeout)
+    problems = check(a.out, list(how))
+    if problems:
+        sys.exit("site: " + "; ".join(problems))
     size = sum(f.stat().st_size for f in a.out.rglob("*") if f.is_file())
     counts = {k: list(how.values()).count(k) for k in ("reused", "executed")}
     print(f"site: {a.out}/index.html, {len(how) + 2} pages, {size / 2**20:.1f} MiB, {time.monotonic() - start:.0f} s"
