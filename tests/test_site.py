@@ -152,3 +152,17 @@ def test_the_nbval_run_saves_what_it_executed_for_the_site(build, tmp_path):
     assert texts == [None if i == 2 else f"cell {i}\n" for i in range(len(code))]
     assert nb.metadata[build.STAMP] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert build.executed(path, tmp_path, timeout=1) == (nb, "reused")  # the site shows it, executes nothing
+
+
+def test_the_install_cell_is_valid_ipython_and_installs_only_where_qwen2_lab_is_missing():
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(notebook.colab_cells("00_welcome.ipynb")[1]["source"])
+    compile(python, "install cell", "exec")
+    spec = f"qwen2-lab @ git+{notebook.REPOSITORY}@{notebook.release()}"
+    calls = []
+    namespace = {"get_ipython": lambda: type("IPython", (), {"run_line_magic": lambda _, *a: calls.append(a)})()}
+    exec(python, namespace)  # qwen2_lab is importable here: nothing to install
+    assert calls == []
+    exec(python.replace('find_spec("qwen2_lab")', 'find_spec("no_such_package_here")'), namespace)
+    assert calls == [("pip", f'install -q "{spec}"')]
