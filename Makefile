@@ -18,7 +18,10 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup lab demo test lint browser bench tiny clean
+# Where the nbval run of `make test` saves the notebooks it executed, for `make site` to show (notebooks/conftest.py)
+EXECUTED := $(CURDIR)/build/executed
+
+.PHONY: setup lab demo test lint browser bench tiny site clean
 
 setup: $(STAMP)
 
@@ -59,8 +62,15 @@ browser:            ## Debian's chromium, chromedriver and CJK fonts for the bro
 	    "root: sudo make browser): the browser test will be skipped, everything else runs"; \
 	fi
 
+# After the whole notebooks folder ran under nbval, the site is built from what that run executed (each notebook
+# runs once), so CI builds the site and it cannot rot.
 test: setup browser lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(TESTS) --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	HF_HUB_OFFLINE=1 QWEN2_LAB_EXECUTED=$(EXECUTED) $(PY) -m pytest $(TESTS) --nbval-lax \
+	  --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	$(if $(filter notebooks,$(TESTS)),$(MAKE) --no-print-directory site)
+
+site: setup         ## the notebooks, executed, as a static web site in build/site/ (index.html; GitHub Pages publishes it)
+	HF_HUB_OFFLINE=1 $(PY) site/build.py --executed $(EXECUTED)
 
 bench: setup
 	$(PY) bench/trace_speed.py
@@ -69,4 +79,4 @@ tiny: setup         ## rebuild the bundled checkpoints
 	$(PY) -m qwen2_lab.tiny.make
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

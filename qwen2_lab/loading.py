@@ -44,7 +44,8 @@ def load(name: str | None = None, *, device: str = "auto", dtype="auto", **hf_kw
     name: a hub id ("Qwen/Qwen2-7B-Instruct"), a local HF folder, "tiny" or "tiny-moe"; None picks one (and says
       which, and why): $QWEN2_LAB_MODEL, else Qwen2-0.5B-Instruct if cached or the hub answers, else "tiny".
     device: "auto" (cuda, then mps, then cpu), or any torch device. dtype: "auto" (float32 on the CPU, the
-      checkpoint's own, usually bfloat16, on a GPU), a torch dtype or its name.
+      checkpoint's own, usually bfloat16, on a GPU; float16 for a bfloat16 checkpoint on a GPU without bfloat16,
+      such as Colab's free T4, and the line it prints says so), a torch dtype or its name.
     hf_kwargs: passed to `from_pretrained`; `device_map="auto"` spreads a 72B model over GPUs (and offloads).
     """
     if name is None:
@@ -52,12 +53,12 @@ def load(name: str | None = None, *, device: str = "auto", dtype="auto", **hf_kw
         print(f"qwen2_lab: using {name} ({why})")
     source, local_only = locate(name)
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
+    torch_dtype, why = pick_dtype(dtype, device, lambda: checkpoint_dtype(source, local_only))
     hf_kwargs.setdefault("device_map", device)
 
     from transformers import AutoModelForCausalLM
 
-    print(f"qwen2_lab: loading {name} in {torch_dtype} on {hf_kwargs['device_map']}")
+    print(f"qwen2_lab: loading {name} in {torch_dtype} on {hf_kwargs['device_map']}{why}")
     try:
         with without_progress_bars(name in BUNDLED):  # a bundled model loads in a blink: no bar for it
             model = AutoModelForCausalLM.from_pretrained(
@@ -174,15 +175,31 @@ def pick_device(device) -> str:
     return "cpu"
 
 
-def pick_dtype(dtype, device: str):
+def pick_dtype(dtype, device: str, checkpoint=lambda: None) -> tuple:
+    """(the dtype to load in, a note for the loading line). "auto": float32 on the CPU (exact comparisons), the
+    checkpoint's own on a GPU, except bfloat16 on a CUDA GPU that lacks it (a T4, Colab's free GPU): float16, which
+    it runs natively. checkpoint() reads the checkpoint's dtype (only asked for then)."""
     if dtype == "auto":
-        return torch.float32 if device == "cpu" else "auto"
+        if device == "cpu":
+            return torch.float32, ""
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported() and checkpoint() == torch.bfloat16:
+            return torch.float16, " (this GPU has no bfloat16: float16 instead of the checkpoint's bfloat16)"
+        return "auto", " (the checkpoint's own dtype)"
     if isinstance(dtype, str):
         aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
         dtype = getattr(torch, aliases.get(dtype, dtype), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError("dtype must be 'auto', a torch dtype or a name like 'bfloat16' / 'float32'")
-    return dtype
+    return dtype, ""
+
+
+def checkpoint_dtype(source: str, local_only: bool):
+    """The dtype a checkpoint's config.json declares (a torch dtype, or None when it declares none)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    dtype = getattr(config, "dtype", None)
+    return getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
 
 
 def offline() -> bool:

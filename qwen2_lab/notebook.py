@@ -10,12 +10,21 @@ HF_HUB_OFFLINE): `.ci/run` starts with it.
 
 On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct make lab` runs every notebook unchanged on the real
 model. `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
+
+`REPOSITORY` is where the code lives on GitHub: the notebooks' "Open in Colab" links, their install cell and the
+web site's links to source files are made from it. A fork sets it here once, then runs
+`python -m qwen2_lab.notebook --colab` to rewrite each notebook's first two cells (tests/test_site.py checks them).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+from pathlib import Path
+
+REPOSITORY = "https://github.com/qwen2-lab/qwen2-lab"  # set this once in a fork: github.com/<owner>/<name>
+COLAB_TAG = "colab"  # the tag of the two cells that --colab writes: the badge, and the install cell
 
 
 def in_ci() -> bool:
@@ -108,5 +117,70 @@ def environment() -> str:
     )
 
 
+def release() -> str:
+    """The git tag of this version, which the notebooks' Colab links open and their install cell installs."""
+    from . import __version__
+
+    return f"v{__version__}"
+
+
+def site_url() -> str:
+    """Where GitHub Pages publishes the site of REPOSITORY (https://<owner>.github.io/<name>/)."""
+    owner, name = REPOSITORY.rstrip("/").split("/")[-2:]
+    return f"https://{owner}.github.io/{name}/"
+
+
+def colab_url(notebook: str) -> str:
+    """Colab's page for a notebook of this release, opened straight from GitHub."""
+    path = REPOSITORY.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/{release()}/notebooks/{notebook}"
+
+
+def colab_cells(notebook: str) -> list[dict]:
+    """The first two cells of a notebook: its "Open in Colab" badge, and a cell that installs this version of the
+    package where it is missing (Colab). The notebook's own setup cell follows and picks the GPU when there is one."""
+    badge = f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+    install = [
+        "# NBVAL_IGNORE_OUTPUT",
+        "# Where qwen2_lab is not installed (Colab), install this notebook's version; setup() below then runs on the",
+        "# GPU if there is one. For a real model there, first: %env QWEN2_LAB_MODEL=Qwen/Qwen2-1.5B-Instruct",
+        "import importlib.util",
+        "",
+        'if importlib.util.find_spec("qwen2_lab") is None:',
+        f'    %pip install -q "qwen2-lab @ git+{REPOSITORY}@{release()}"',
+    ]
+    meta = {"tags": [COLAB_TAG]}
+    return [
+        {"cell_type": "markdown", "id": "colab-badge", "metadata": meta, "source": badge},
+        {
+            "cell_type": "code",
+            "id": "colab-install",
+            "metadata": meta,
+            "source": "\n".join(install),
+            "execution_count": None,
+            "outputs": [],
+        },  # fmt: skip
+    ]
+
+
+def write_colab_cells(path: Path) -> bool:
+    """Put colab_cells at the top of the notebook at `path` (replacing those already there); True if it changed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [nbformat.from_dict(c) for c in colab_cells(path.name)]
+    if [(c.cell_type, c.source, c.metadata) for c in nb.cells[: len(cells)]] == [
+        (c.cell_type, c.source, c.metadata) for c in cells
+    ]:
+        return False
+    nb.cells = cells + [c for c in nb.cells if COLAB_TAG not in c.metadata.get("tags", [])]
+    nbformat.write(nb, path)
+    return True
+
+
 if __name__ == "__main__":  # `python -m qwen2_lab.notebook`: what .ci/run prints before the tests
-    print(environment())
+    if sys.argv[1:] == ["--colab"]:  # rewrite every notebook's Colab cells from REPOSITORY and the version
+        for nb in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb")):
+            print(f"{nb.name}: {'rewritten' if write_colab_cells(nb) else 'up to date'}")
+    else:
+        print(environment())

@@ -13,9 +13,11 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from . import saved
 from .arch import Arch
 
 # (site, shape, what it is). Per-layer sites are written without their "layers.{i}." prefix.
@@ -171,6 +173,48 @@ class Trace:
 
     def __repr__(self) -> str:
         return f"Trace({len(self.tokens)} tokens, {len(self.store)} sites, {self.nbytes() / 2**20:.1f} MiB)"
+
+    # ---- to and from a file (qwen2_lab/saved.py: one safetensors file, its JSON in the header) ----------------
+
+    def save(self, path) -> Path:
+        """Write this trace to one safetensors file: the kept sites, token ids, logits and logit lens bit for bit;
+        tokens, arch, the lens' token texts and the edits applied in the JSON part. Returns the path."""
+        tensors = {f"site/{s}": t for s, t in self.store.items()} | {"token_ids": self.token_ids, "logits": self.logits}
+        if self.lens_ids is not None:
+            tensors |= {"lens_ids": self.lens_ids, "lens_probs": self.lens_probs}
+        info = dict(
+            kind="Trace", tokens=self.tokens, arch=self.arch.as_dict(), sites=list(self.store),
+            lens_text=None if self.lens_text is None else {str(i): t for i, t in self.lens_text.items()},
+            edits=[list(e) for e in self.edits],
+        )  # fmt: skip
+        return saved.write(path, tensors, info)
+
+    @classmethod
+    def load(cls, path, *, sites=None, layers=None) -> Trace:
+        """A saved trace, needing no model: the sites asked for (globs, as lab.trace takes them; all by default) and
+        `layers`, read from the file without reading the others; token ids, logits and the logit lens always."""
+        f = saved.Reader(path, "Trace")
+        info = f.info
+        arch = saved.arch_from(info["arch"])
+        store = {s: f.get(f"site/{s}") for s in select(info["sites"], sites, layers, arch, f.path)}
+        lens = {k: f.get(k) if k in f.names else None for k in ("lens_ids", "lens_probs")}  # [L, S, k] each
+        lens_text = None if info["lens_text"] is None else {int(i): t for i, t in info["lens_text"].items()}
+        edits = [tuple(e) for e in info["edits"]]
+        return cls(f.get("token_ids"), info["tokens"], arch, f.get("logits"), store, **lens, lens_text=lens_text,
+                   edits=edits)  # fmt: skip
+
+
+def select(saved: list[str], sites, layers, arch: Arch, path: Path) -> list[str]:
+    """The saved sites that `sites` (globs) and `layers` ask for; a pattern that matches nothing in the file, or a
+    layer outside the model, is refused, naming what the file holds."""
+    keep = SiteFilter(sites, layers)
+    if keep.layers is not None:
+        SiteFilter(None, keep.layers).check(arch)
+    for pattern in keep.sites or []:
+        if not any(SiteFilter([pattern]).wants(s) for s in saved):
+            shown = ", ".join(saved[:12]) + (" ..." if len(saved) > 12 else "")
+            raise KeyError(f"site pattern {pattern!r} matches no site saved in {path}; it holds: {shown or 'none'}")
+    return [s for s in saved if keep.wants(s)]
 
 
 def site_specs(arch) -> list[tuple[str, str]]:

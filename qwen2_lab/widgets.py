@@ -237,7 +237,12 @@ class Explorer:
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The live widget, and its first view as a static figure for where no kernel runs it (an exported page,
+        the web site): Jupyter shows the widget, which it ranks above HTML; a page without widgets shows the figure."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        note = f"{self.name}: its first view. Run this notebook (make lab, or Open in Colab) to move its controls."
+        bundle["text/html"] = viz.export.figure_html(go.Figure(self.figure), note)
+        return bundle
 
 
 ALL = -1  # the "all groups" / "all heads" menu entries (a Dropdown shows a None value as blank)

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "qwen2_lab"
 # recipe sits on top.
 FLOORS = {
     "facts": 0, "allocator": 0, "inputs": 0, "sandbox": 0, "checks": 0.5,
-    "arch": 1, "tokenizer": 1, "forward": 1,
+    "arch": 1, "tokenizer": 1, "forward": 1, "saved": 1.5,
     "trace": 2, "rope": 2, "sampling": 2,
     "recorder": 3, "dca": 3, "compare": 3,
     "generate": 4,

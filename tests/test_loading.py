@@ -1,5 +1,6 @@
 """load(): bundled names, folders, hub ids offline, the automatic default, and clear errors within seconds."""
 
+import copy
 import json
 import time
 
@@ -114,3 +115,23 @@ def test_missing_tokenizer_falls_back_to_offline_qwen2(tmp_path, tiny, capsys):
     lab = qwen2_lab.load(str(tmp_path / "m"))
     assert "offline Qwen2 tokenizer" in capsys.readouterr().out
     assert len(lab.tokenizer) == 151646
+
+
+def test_auto_dtype_on_a_gpu_without_bfloat16_is_float16_and_says_so(monkeypatch, capsys, tmp_path, tiny):
+    bf16 = lambda: torch.bfloat16  # noqa: E731 (a bfloat16 checkpoint)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
+    assert loading.pick_dtype("auto", "cuda", bf16) == (torch.float16, loading.pick_dtype("auto", "cuda:0", bf16)[1])
+    assert "no bfloat16" in loading.pick_dtype("auto", "cuda", bf16)[1]
+    assert loading.pick_dtype("auto", "cuda", lambda: torch.float32)[0] == "auto"  # float32 runs there as it is
+    assert loading.pick_dtype("auto", "cpu", bf16) == (torch.float32, "")
+    assert loading.pick_dtype("bfloat16", "cuda", bf16) == (torch.bfloat16, "")  # asked for: given
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # an A100, an H100
+    assert loading.pick_dtype("auto", "cuda", bf16)[0] == "auto"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    copy.deepcopy(tiny.model).to(torch.bfloat16).save_pretrained(tmp_path / "m")  # the shared tiny stays as it is
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    lab = qwen2_lab.load(str(tmp_path / "m"), device="cuda", device_map="cpu")  # a GPU's choice, placed on the CPU
+    assert lab.dtype == torch.float16
+    assert "in torch.float16 on cpu (this GPU has no bfloat16: float16 instead of the checkpoint's bfloat16)" in (
+        capsys.readouterr().out
+    )

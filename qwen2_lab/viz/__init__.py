@@ -41,6 +41,7 @@ from .experiments import (
     patching_heatmap,
     patching_heatmap_data,
 )
+from .export import save
 from .generation import (
     candidates,
     candidates_data,
@@ -172,6 +173,7 @@ __all__ = [
     "head_overlap",
     # what every view shares
     "VIEWS",
+    "save",
     "token_label",
     "token_labels",
     "MAX_TOKENS",
