@@ -117,3 +117,18 @@ def test_edit_effect_draws_both_runs(runs, tiny):
     assert d.p_before.tolist() == [a for _, a, _ in diff.top] and d.p_after.tolist() == [b for _, _, b in diff.top]
     assert d.edits == ["layer 3: heads [0] zeroed"]
     assert list(d.p_before) == sorted(d.p_before, reverse=True)
+
+
+def test_edit_effect_names_a_function_edit_by_its_site(tiny):
+    """An edit given as {site: function} is named by where it acts (and the function, if it has a name), not
+    '<lambda>'."""
+
+    def double(x):
+        return 2 * x
+
+    prompt = ask("{1,3,4,8}")
+    edited = tiny.trace(prompt, sites=[], edits={"layers.1.attn.out": lambda x: 2 * x, "layers.2.mlp.out": double})
+    diff = compare_runs(tiny.trace(prompt, sites=[]), edited, answer=17)
+    assert viz.edit_effect_data(diff).edits == ["layers.1.attn.out: a function", "layers.2.mlp.out: function double"]
+    subtitle = viz.edit_effect(diff, tiny.tokens).layout.title.subtitle.text
+    assert "layers.1.attn.out: a function" in subtitle and "lambda" not in subtitle

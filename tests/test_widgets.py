@@ -236,3 +236,24 @@ def test_generation_explorer_scrubs_through_the_steps(tiny):
     assert ex.figure.data[0].z is not None and "Layer 2" in ex.figure.layout.title.text
     ex.show(view="kv cache")
     assert list(ex.figure.data[0].x) == list(range(len(gen.steps)))
+
+
+def test_generation_explorer_shows_attention_in_every_layer_traced_on_demand(tiny):
+    """A generation that kept no attention still offers every layer; what the explorer traces equals what the steps
+    record when asked to (sampled, and on a branch)."""
+    from qwen2_lab.widgets import GenerationExplorer
+
+    chat = [{"role": "user", "content": "A={2,5,8}, B={1,5,7}. What is A∩B?"}]
+    settings = dict(max_new_tokens=6, do_sample=True, temperature=1.5, seed=1)
+    plain = tiny.generate_steps(chat, **settings).branch(2, "7")
+    recorded = tiny.generate_steps(chat, **settings, sites=["layers.*.attn.pattern"]).branch(2, "7")
+    assert plain.token_ids == recorded.token_ids
+    ex = GenerationExplorer(plain)
+    assert ex.layer.options == tuple(range(tiny.arch.n_layers)) and not ex.layer.disabled
+    for layer in range(tiny.arch.n_layers):
+        ex.show(view="attention", layer=layer)
+        assert ex.message.value == "" and f"Layer {layer}" in ex.figure.layout.title.text
+        want = viz.generated_attention_data(recorded, layer).weights  # [G, N, K]
+        for g, d in enumerate(ex.figure.data):
+            np.testing.assert_allclose(np.array(d.z, dtype=np.float64), want[g], atol=1e-5)
+    assert not plain.steps[0].sites  # the generation itself is left as it was

@@ -146,6 +146,16 @@ class EditEffect:
     position: int
 
 
+def edit_label(site: str, label: str) -> str:
+    """How a subtitle names one edit: a ready-made edit's own words ("layer 3: heads [0] zeroed"); an edit given as
+    a function ({site: fn}, labelled with the function's name) by its site, and the function when it has a name
+    ("layers.1.attn.out: a function", "layers.1.attn.out: function double"), never a bare "<lambda>"."""
+    if label and not label.isidentifier() and not label.startswith("<"):
+        return label
+    named = label.isidentifier() and label != "function"
+    return f"{site}: function {label}" if named else f"{site}: a function"
+
+
 def edit_effect_data(diff, tokens=None) -> EditEffect:
     """The numbers of edit_effect (see there). tokens: a function from ids to texts (lab.tokens), for labels."""
     diff = _check(diff, RunDiff, "edit_effect", "experiments.compare_runs(clean, edited, answer=...)")
@@ -155,7 +165,7 @@ def edit_effect_data(diff, tokens=None) -> EditEffect:
         token_labels(name(ids)), np.array([diff.answer_logits[i][0] for i in ids]),
         np.array([diff.answer_logits[i][1] for i in ids]), token_labels(name([i for i, _, _ in diff.top])),
         np.array([a for _, a, _ in diff.top]), np.array([b for _, _, b in diff.top]),
-        [label for _, label in diff.edits], diff.position,
+        [edit_label(site, label) for site, label in diff.edits], diff.position,
     )  # fmt: skip
 
 
