@@ -30,6 +30,7 @@ from .inputs import normalize_messages
 from .lab import Lab
 from .rope import resolve_scaling
 from .trace import Trace
+from .viz.style import notes_in_title
 
 
 def is_chat(inputs) -> bool:
@@ -60,7 +61,9 @@ def with_text(inputs, text: str):
 
 
 def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make `widget` show `fig`, in place: traces of the same kinds are updated, otherwise replaced."""
+    """Make `widget` show `fig`, in place: traces of the same kinds are updated, otherwise replaced. The notes go into
+    the title's text (viz.style.notes_in_title: a FigureWidget's first drawing would put them over the title)."""
+    notes_in_title(fig)
     same = len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data))
     with widget.batch_update():
         if same:

@@ -75,7 +75,7 @@ def test_attention_explorer_stays_within_limits_at_72b():
     pattern = torch.rand(64, S, S).tril()
     trace = synthetic_trace("Qwen/Qwen2-72B-Instruct", S, {"layers.5.attn.pattern": pattern})
     ex = AttentionExplorer(trace, layer=5)
-    assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.subtitle.text
+    assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.text  # notes: in the title's text
     ex.group.value = 7
     assert [d.name for d in ex.figure.data] == [f"head {h}" for h in range(56, 64)]
     assert torch.equal(z(ex.figure.data[3]), pattern[59][-64:, -64:])
@@ -92,7 +92,7 @@ def test_rope_explorer_theta_factor_and_rotation(tiny, tiny_trace):
     expected = [2 * math.pi * 1e4 ** (2 * j / hd) for j in range(hd // 2)]  # wavelength of pair j at theta 1e4
     assert np.allclose(plain_top.y, expected, rtol=1e-6)
     ex.factor.value = 4.0
-    assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.subtitle.text  # YaRN's attention factor
+    assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.text  # YaRN's attention factor
     assert any("interpolated" in d.name for d in ex.figure.data)
     ex.show(view="rotation", theta=lab.arch.rope_theta, factor=1.0, layer=1, head=lab.arch.n_heads - 1, token=3)
     star = ex.figure.data[2]
