@@ -4,6 +4,7 @@
     lab = setup()                      # $QWEN2_LAB_MODEL, else the bundled "tiny"
     lab = setup(moe=True)              # a Qwen2-MoE model: $QWEN2_LAB_MODEL if it is one, else "tiny-moe"
     check_exercise(answer, test)       # an exercise's check: "Not answered yet", a WrongAnswer hint, or "Correct."
+    check_solution(solution, test)     # the hidden solution cell's: silent, raises if the solution fails the test
 
 `python -m qwen2_lab.notebook` prints one line on what runs where (python, torch and its threads, CI,
 HF_HUB_OFFLINE): `.ci/run` starts with it.
@@ -18,6 +19,8 @@ web site's links to source files are made from it. A fork sets it here once, the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import platform
 import sys
@@ -78,7 +81,13 @@ def _is_moe(name: str) -> bool:
 
 
 class WrongAnswer(AssertionError):
-    """An exercise's answer is not right yet; the message is the hint."""
+    """An exercise's answer is not right yet; the message is the hint.
+
+    In a notebook it shows as that hint alone: a traceback through the check's internals would bury it (IPython lets
+    an exception render itself with `_render_traceback_`)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31m{self}\x1b[0m", "Change the answer and run the cell again."]
 
 
 def check_exercise(answer, test) -> bool:
@@ -88,7 +97,7 @@ def check_exercise(answer, test) -> bool:
     Says "Correct." and returns True when every assert holds.
 
     The notebooks' exercise cell leaves `answer = None  # your code here`, defines `test` and calls this; a hidden
-    solution cell below it sets the answer and asserts this again, so CI runs the check on a right answer.
+    solution cell below it checks its own answer with `check_solution`, so CI runs the test on a right answer.
     """
     if answer is None or answer is Ellipsis:
         print("Not answered yet: fill in the blank and run the cell again (a solution is in the hidden cell below).")
@@ -101,6 +110,22 @@ def check_exercise(answer, test) -> bool:
         raise WrongAnswer(f"Not yet: checking {answer!r:.80} failed with {type(e).__name__}: {e}") from e
     print("Correct.")
     return True
+
+
+def check_solution(solution, test) -> None:
+    """The hidden solution cell's check: run `test` on the solution and say nothing; raise if the solution fails it.
+
+    Silent because Run All runs the hidden cell too, right under the blank the learner has not filled: a "Correct."
+    there would read as their answer's verdict, and what a test prints (a value, a report) gives the answer away.
+    Raising keeps CI (which runs every cell) checking that the solution and the test agree.
+    """
+    if solution is None or solution is Ellipsis:
+        raise ValueError("check_solution: the solution cell gives no solution")
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            test(solution)
+        except Exception as e:
+            raise AssertionError(f"the hidden solution fails the exercise's test: {type(e).__name__}: {e}") from e
 
 
 def environment() -> str:

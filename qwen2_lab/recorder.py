@@ -130,7 +130,7 @@ def function_label(site: str, fn) -> str:
     """How an edit given as {site: function} is named in trace.edits and figures: the function's own name, or, for a
     lambda, what it is: a function at that site."""
     name = getattr(fn, "__name__", "")
-    return f"{site}: {name}" if name and name != "<lambda>" else f"{site}: changed by a function"
+    return f"{site}: function {name}" if name and name != "<lambda>" else f"{site}: a function"
 
 
 class Recorder:

@@ -30,6 +30,7 @@ from .inputs import normalize_messages
 from .lab import Lab
 from .rope import resolve_scaling
 from .trace import Trace
+from .viz.style import notes_in_title
 
 
 def is_chat(inputs) -> bool:
@@ -60,7 +61,9 @@ def with_text(inputs, text: str):
 
 
 def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make `widget` show `fig`, in place: traces of the same kinds are updated, otherwise replaced."""
+    """Make `widget` show `fig`, in place: traces of the same kinds are updated, otherwise replaced. The notes go into
+    the title's text (viz.style.notes_in_title: a FigureWidget's first drawing would put them over the title)."""
+    notes_in_title(fig)
     same = len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data))
     with widget.batch_update():
         if same:
@@ -513,11 +516,30 @@ class EditExplorer(Explorer):
         return viz.edit_effect(compare_runs(self.clean, self.edited(), answer=answer), self.lab.tokens)
 
 
+def with_attention(gen, layer: int):
+    """`gen` with layers.{layer}.attn.pattern at every step, for viz.generated_attention: the steps' own when they
+    kept it, else read from one forward over the prompt and the answer (with the generation's edits). Attention is
+    causal, so row t of that forward is what the cached forward of the step at position t computed; tests check the
+    two agree at 1e-5."""
+    from dataclasses import replace
+
+    site = f"layers.{layer}.attn.pattern"
+    if site in gen.steps[0].sites:
+        return gen
+    read = torch.tensor(gen.token_ids[:-1], dtype=torch.long, device=gen.prompt_ids.device)
+    ids = torch.cat([gen.prompt_ids, read])  # (T,): everything the step forwards read
+    pattern = gen.lab.trace(ids, sites=[site], edits=gen.options.edits)[site]  # (nH, T, T)
+    P = len(gen.prompt_ids)
+    steps = [replace(s, sites={**s.sites, site: pattern[:, P - 1 + i : P + i, : P + i]})  # (nH, 1, P + i)
+             for i, s in enumerate(gen.steps)]  # fmt: skip
+    return replace(gen, steps=steps)
+
+
 class GenerationExplorer(Explorer):
     """Scrub through a recorded generation (lab.generate_steps): each step's candidates raw and after the sampling
     processors (viz.candidates), the whole answer by confidence (viz.token_confidence), the KV cache growing
-    (viz.kv_cache_growth), and, when the steps kept a layer's attention pattern, where each token looked
-    (viz.generated_attention). Callback: show(step=3, view="candidates")."""
+    (viz.kv_cache_growth), and where each token looked in any layer (viz.generated_attention: the pattern the steps
+    kept, else traced when first shown). Callback: show(step=3, view="candidates")."""
 
     name = "GenerationExplorer"
     views = ("candidates", "confidence", "kv cache", "attention")
@@ -531,7 +553,9 @@ class GenerationExplorer(Explorer):
         self.gen = gen
         self.step = _slider("step", len(gen.steps), step)
         kept = sorted({int(s.split(".")[1]) for s in gen.steps[0].sites if s.endswith(".attn.pattern")})
-        self.layer = W.Dropdown(options=kept or [0], value=(kept or [0])[0], description="layer", disabled=not kept)
+        n = gen.lab.arch.n_layers
+        self.layer = W.Dropdown(options=list(range(n)), value=kept[0] if kept else n // 2, description="layer")
+        self._attention: dict[int, object] = {}  # layer -> gen with that layer's pattern at every step
         super().__init__(Source(gen.lab.arch, None, [], view=self.name, arch_ok=True), [self.step, self.layer])
         self.update()
 
@@ -543,4 +567,7 @@ class GenerationExplorer(Explorer):
             return viz.token_confidence(self.gen)
         if view == "kv cache":
             return viz.kv_cache_growth(self.gen)
-        return viz.generated_attention(self.gen, self.layer.value)
+        layer = self.layer.value
+        if layer not in self._attention:
+            self._attention[layer] = with_attention(self.gen, layer)
+        return viz.generated_attention(self._attention[layer], layer)

@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import plotly
+import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 import torch
@@ -29,6 +30,7 @@ from qwen2_lab.arch import YARN_128K
 from qwen2_lab.attribution import logit_attribution
 from qwen2_lab.experiments import compare_runs
 from qwen2_lab.patching import patch_sweep
+from qwen2_lab.viz.style import notes_in_title
 from tests.helpers import synthetic_trace, wait_for
 
 TEXT = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B? The answer is {3,9}.\n"  # 41 tokens
@@ -193,6 +195,74 @@ def test_every_figure_fits_1280_and_800_px(chromium, figures, tmp_path):
     finally:
         chromium.set_window_size(1280, 1400)
     assert not found, "\n".join(found)
+
+
+# As plotly's FigureWidget view draws (anywidget renders it before the page holds the element): newPlot on a detached
+# div, then attach it. Returns each line of the title in drawing order and the mode bar, as boxes, as first drawn.
+DRAW_AS_A_WIDGET = """
+const [fig, width, done] = arguments;
+const holder = document.getElementById('holder');
+holder.style.width = width + 'px';
+holder.innerHTML = '';
+const div = document.createElement('div');
+Plotly.newPlot(div, fig.data, fig.layout, {responsive: true}).then(() => {
+  holder.appendChild(div);
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const texts = Array.from(div.querySelectorAll('.g-gtitle text')).filter(e => e.textContent.trim());
+  const lines = texts.flatMap(t => { const l = Array.from(t.querySelectorAll('tspan.line')); return l.length ? l : [t]; });
+  const first = {lines: lines.map(e => [e.textContent, box(e)]), modebar: box(div.querySelector('.modebar-container'))};
+  Plotly.Plots.resize(div).then(() => done(first));  // then fit the container, as the widget does when shown
+});
+"""
+
+
+def title_problems(m: dict) -> list[str]:
+    """A title drawn as a widget: its lines (title, then notes) top to bottom without overlapping, below the mode bar."""
+    out, lines = [], m["lines"]
+    for (a, p), (b, q) in zip(lines, lines[1:]):
+        if q[1] < p[3] - 1:
+            out.append(f"{b!r} is drawn over or above {a!r}: {q} against {p}")
+    out += [f"{t!r} is under the mode bar {m['modebar']}" for t, b in lines if b[1] < m["modebar"][3] - 1]
+    return out
+
+
+def test_explorer_titles_keep_their_notes_below_them_on_first_render(chromium, figures, tmp_path):
+    """Explorers (widgets.refresh) write the notes into the title's text: drawn before it is attached, as a
+    FigureWidget is, a figure keeps its notes under its title and below the mode bar, at 1280 and 800 px, and still
+    fits as every figure must (problems). Plotly's own subtitle, so drawn, lands over them (the last assert)."""
+    page = tmp_path / "widgets.html"
+    page.write_text(
+        f"<html><head><meta charset='utf-8'><script src='{PLOTLY_JS.as_uri()}'></script></head>"
+        "<body style='margin:0'><div id='holder'></div></body></html>"
+    )
+    chromium.get(page.as_uri())
+    found, plain = [], []
+    for width in WIDTHS:
+        for name, fig in figures.items():
+            as_widget = notes_in_title(go.Figure(fig))
+            drawn = chromium.execute_async_script(DRAW_AS_A_WIDGET, json.loads(as_widget.to_json()), width)
+            measured = chromium.execute_script(MEASURE, chromium.find_element("css selector", "#holder > div"))
+            found += [f"{name} at {width} px: {p}" for p in title_problems(drawn) + problems(measured)]
+            if name == "candidates":  # a figure with notes, drawn with plotly's subtitle
+                plain = title_problems(
+                    chromium.execute_async_script(DRAW_AS_A_WIDGET, json.loads(fig.to_json()), width)
+                )
+            if name == "token_confidence":
+                found += [f"{name} at {width} px: {p}" for p in cell_text_problems(chromium)]
+    assert not found, "\n".join(found)
+    assert plain, "plotly's subtitle drawn before attaching should sit over the title: the check would miss the bug"
+
+
+def cell_text_problems(driver) -> list[str]:
+    """token_confidence's cell labels, as drawn: at 11 px or more, no two overlapping."""
+    labels = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#holder .heatmap-label text')).map(e => {"
+        " const r = e.getBoundingClientRect(); return [e.textContent, parseFloat(getComputedStyle(e).fontSize),"
+        " [r.left, r.top, r.right, r.bottom]]; });"
+    )
+    out = [f"label {t!r} at {px} px" for t, px, _ in labels if px < 11]
+    out += [f"labels {a!r} and {b!r} overlap" for i, (a, _, p) in enumerate(labels) for b, _, q in labels[i + 1 :] if overlap(p, q)]  # fmt: skip
+    return out + ([] if labels else ["no cell labels drawn"])
 
 
 def free_port() -> int:

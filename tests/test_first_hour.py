@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import qwen2_lab
-from qwen2_lab.notebook import WrongAnswer, check_exercise
+from qwen2_lab.notebook import WrongAnswer, check_exercise, check_solution
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE = shutil.which("make")
-EXERCISE_NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("0[0-57]_*.ipynb"))
+EXERCISE_NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if "check_exercise(" in p.read_text())
 
 
 # --- check_exercise --------------------------------------------------------------------------------------------------
@@ -43,11 +43,47 @@ def test_check_exercise_turns_a_wrong_answer_into_its_hint():
         check_exercise("seven", lambda n: n + 1)
 
 
+def test_a_wrong_answer_shows_its_hint_alone_in_a_notebook(capsys):
+    """IPython renders a WrongAnswer as its hint and one line on what to do, not a traceback through the check."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell()
+    shell.run_cell(  # the test defined in the shell, as a notebook does (pytest would rewrite an imported one's asserts)
+        "from qwen2_lab.notebook import check_exercise\ndef is_seven(n):\n    assert n == 7, f'not {n}: count again'"
+    )
+    capsys.readouterr()
+    result = shell.run_cell("check_exercise(6, is_seven);")
+    assert isinstance(result.error_in_exec, WrongAnswer)
+    shown = capsys.readouterr()
+    lines = [line for line in (shown.out + shown.err).splitlines() if line.strip()]
+    assert len(lines) <= 2 and "Not yet: not 6: count again" in lines[0], lines
+    assert "Traceback" not in shown.out + shown.err and "notebook.py" not in shown.out + shown.err
+
+
+def test_check_solution_is_silent_and_raises_on_a_wrong_solution(capsys):
+    """The hidden solution cell says nothing (Run All runs it right under the blank) but fails CI when wrong."""
+
+    def chatty(n):
+        print(f"you said {n}")  # what a test prints (a value, a report) would give the answer away
+        is_seven(n)
+
+    check_solution(7, chatty)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(AssertionError, match="the hidden solution fails the exercise's test.*not 6: count again"):
+        check_solution(6, chatty)
+    with pytest.raises(ValueError, match="gives no solution"):
+        check_solution(None, chatty)
+
+
 # --- the notebooks' exercises ------------------------------------------------------------------------------------------
 
 
 def cells(path):
     return [(c["cell_type"], "".join(c["source"]), c) for c in json.loads(path.read_text())["cells"]]
+
+
+def test_every_notebook_with_an_exercise_is_checked():
+    assert {p.name[:2] for p in EXERCISE_NOTEBOOKS} >= {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09"}
 
 
 @pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -62,8 +98,14 @@ def test_exercise_leaves_a_blank_and_hides_a_checked_solution(path):
     kind, solution, cell = nb[i + 1]
     assert kind == "code" and cell["metadata"] == {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
     assert solution.startswith("#"), "JupyterLab shows a collapsed cell's first line: a comment, not the answer"
-    assert "answer = " in solution and "answer = None" not in solution
-    assert "assert check_exercise(answer, test)" in solution  # CI runs the check on the right answer
+    assert "solution = " in solution and "answer" not in solution.split("\n", 1)[1], (
+        "the learner's `answer` stays theirs"
+    )
+    lines = [line for line in solution.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[-1] == "check_solution(solution, test)", "CI runs the test on the solution, silently"
+    assert "check_exercise" not in solution and "print(" not in solution and "display(" not in solution, (
+        "Run All runs the solution right under the blank: it must say nothing (no Correct., no value)"
+    )
     assert not cell["outputs"], "the saved notebook must not show the solution's output"
 
 

@@ -34,6 +34,24 @@ def test_token_confidence_shows_each_tokens_probability(gen):
     assert np.nansum(np.asarray(fig.data[0].z, dtype=float)) == pytest.approx(d.probs.sum())
 
 
+def test_token_confidence_writes_its_tokens_at_a_readable_size(gen, tiny):
+    """A size set (plotly shrinks unsized cell text to fit, down to 4 px) and each cell's text cut to what fits a
+    cell at MIN_WIDTH; the whole token stays on hover."""
+    vocab = tiny.tokens(list(range(tiny.arch.vocab)))
+    longest = max(range(len(vocab)), key=lambda i: len(viz.token_label(vocab[i], 100)))
+    branch = gen.branch(1, longest)
+    d = viz.token_confidence_data(branch)
+    (heatmap,) = viz.draw_token_confidence(d).data
+    size = heatmap.textfont.size
+    assert size >= 11
+    cell_px = (viz.MIN_WIDTH - 200) / d.per_row  # the plot's width at MIN_WIDTH (margins, colour bar) per cell
+    written = [t for row in heatmap.text for t in row if t]
+    assert len(written) == len(branch.steps)
+    assert all(len(t) * 0.6 * size <= cell_px for t in written), written  # monospace: 0.6 em per character
+    assert len(viz.token_label(vocab[longest], 100)) * 0.6 * size > cell_px  # the test has a token to cut
+    assert written[1].endswith("…*") and viz.token_label(vocab[longest]) in heatmap.customdata[0][1]
+
+
 def test_candidates_are_the_steps_probabilities_before_and_after_the_processors(gen):
     d = viz.candidates_data(gen, 1)
     step = gen.steps[1]
@@ -117,3 +135,18 @@ def test_edit_effect_draws_both_runs(runs, tiny):
     assert d.p_before.tolist() == [a for _, a, _ in diff.top] and d.p_after.tolist() == [b for _, _, b in diff.top]
     assert d.edits == ["layer 3: heads [0] zeroed"]
     assert list(d.p_before) == sorted(d.p_before, reverse=True)
+
+
+def test_edit_effect_names_a_function_edit_by_its_site(tiny):
+    """An edit given as {site: function} is named by where it acts (and the function, if it has a name), not
+    '<lambda>'."""
+
+    def double(x):
+        return 2 * x
+
+    prompt = ask("{1,3,4,8}")
+    edited = tiny.trace(prompt, sites=[], edits={"layers.1.attn.out": lambda x: 2 * x, "layers.2.mlp.out": double})
+    diff = compare_runs(tiny.trace(prompt, sites=[]), edited, answer=17)
+    assert viz.edit_effect_data(diff).edits == ["layers.1.attn.out: a function", "layers.2.mlp.out: function double"]
+    subtitle = viz.edit_effect(diff, tiny.tokens).layout.title.subtitle.text
+    assert "layers.1.attn.out: a function" in subtitle and "lambda" not in subtitle

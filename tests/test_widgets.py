@@ -75,7 +75,7 @@ def test_attention_explorer_stays_within_limits_at_72b():
     pattern = torch.rand(64, S, S).tril()
     trace = synthetic_trace("Qwen/Qwen2-72B-Instruct", S, {"layers.5.attn.pattern": pattern})
     ex = AttentionExplorer(trace, layer=5)
-    assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.subtitle.text
+    assert len(ex.figure.data) == 16 and "16 of 64 heads" in ex.figure.layout.title.text  # notes: in the title's text
     ex.group.value = 7
     assert [d.name for d in ex.figure.data] == [f"head {h}" for h in range(56, 64)]
     assert torch.equal(z(ex.figure.data[3]), pattern[59][-64:, -64:])
@@ -92,7 +92,7 @@ def test_rope_explorer_theta_factor_and_rotation(tiny, tiny_trace):
     expected = [2 * math.pi * 1e4 ** (2 * j / hd) for j in range(hd // 2)]  # wavelength of pair j at theta 1e4
     assert np.allclose(plain_top.y, expected, rtol=1e-6)
     ex.factor.value = 4.0
-    assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.subtitle.text  # YaRN's attention factor
+    assert f"{0.1 * math.log(4) + 1:.4f}" in ex.figure.layout.title.text  # YaRN's attention factor
     assert any("interpolated" in d.name for d in ex.figure.data)
     ex.show(view="rotation", theta=lab.arch.rope_theta, factor=1.0, layer=1, head=lab.arch.n_heads - 1, token=3)
     star = ex.figure.data[2]
@@ -236,3 +236,24 @@ def test_generation_explorer_scrubs_through_the_steps(tiny):
     assert ex.figure.data[0].z is not None and "Layer 2" in ex.figure.layout.title.text
     ex.show(view="kv cache")
     assert list(ex.figure.data[0].x) == list(range(len(gen.steps)))
+
+
+def test_generation_explorer_shows_attention_in_every_layer_traced_on_demand(tiny):
+    """A generation that kept no attention still offers every layer; what the explorer traces equals what the steps
+    record when asked to (sampled, and on a branch)."""
+    from qwen2_lab.widgets import GenerationExplorer
+
+    chat = [{"role": "user", "content": "A={2,5,8}, B={1,5,7}. What is A∩B?"}]
+    settings = dict(max_new_tokens=6, do_sample=True, temperature=1.5, seed=1)
+    plain = tiny.generate_steps(chat, **settings).branch(2, "7")
+    recorded = tiny.generate_steps(chat, **settings, sites=["layers.*.attn.pattern"]).branch(2, "7")
+    assert plain.token_ids == recorded.token_ids
+    ex = GenerationExplorer(plain)
+    assert ex.layer.options == tuple(range(tiny.arch.n_layers)) and not ex.layer.disabled
+    for layer in range(tiny.arch.n_layers):
+        ex.show(view="attention", layer=layer)
+        assert ex.message.value == "" and f"Layer {layer}" in ex.figure.layout.title.text
+        want = viz.generated_attention_data(recorded, layer).weights  # [G, N, K]
+        for g, d in enumerate(ex.figure.data):
+            np.testing.assert_allclose(np.array(d.z, dtype=np.float64), want[g], atol=1e-5)
+    assert not plain.steps[0].sites  # the generation itself is left as it was

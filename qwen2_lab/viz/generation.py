@@ -13,10 +13,12 @@ import plotly.graph_objects as go
 
 from ..generate import Generation
 from .style import (
+    FONT,
     LEGEND_BELOW,
     WEIGHT_SCALE,
     base_layout,
     check_index,
+    fit_chars,
     numpy,
     position_keys,
     subplots,
@@ -25,6 +27,7 @@ from .style import (
     token_labels,
 )
 
+CELL_FONT = 11  # px: token_confidence's cell text (unset, plotly shrinks it to fit the cells, down to 4 px)
 CONFIDENCE_SCALE = [[0.0, "#d73027"], [0.25, "#fc8d59"], [0.5, "#fee08b"], [0.75, "#d9ef8b"], [1.0, "#1a9850"]]
 
 
@@ -44,6 +47,7 @@ class TokenConfidence:
     """What token_confidence draws: the new tokens laid out in rows of `per_row`, with their probabilities."""
 
     labels: list[str]  # each new token, readable
+    cells: list[str]  # each new token as its cell writes it: cut to fit a cell at a readable size, * if forced
     probs: np.ndarray  # [N] the probability each token had when it was chosen (raw, or after the processors)
     alternatives: list[str]  # per token: the runners-up as hover text
     per_row: int
@@ -51,7 +55,7 @@ class TokenConfidence:
     forced: list[bool]
 
 
-def token_confidence_data(gen, *, processed: bool = False, per_row: int = 12) -> TokenConfidence:
+def token_confidence_data(gen, *, processed: bool = False, per_row: int = 8) -> TokenConfidence:
     """The numbers of token_confidence (see there)."""
     gen = as_generation(gen, "token_confidence")
     probs = np.array([s.processed_prob if processed else s.prob for s in gen.steps], dtype=np.float64)
@@ -59,8 +63,10 @@ def token_confidence_data(gen, *, processed: bool = False, per_row: int = 12) ->
     for s in gen.steps:
         top = s.processed_top if processed else s.top
         alternatives.append("<br>".join(f"{token_label(c.text)!s:>14} {c.prob:7.2%}" for c in top) or "(none kept)")
+    cut = fit_chars(per_row)
+    cells = [token_label(s.token, cut - s.forced) + "*" * s.forced for s in gen.steps]  # * = a token you chose
     return TokenConfidence(
-        token_labels(gen.tokens), probs, alternatives, per_row, processed, [s.forced for s in gen.steps]
+        token_labels(gen.tokens), cells, probs, alternatives, per_row, processed, [s.forced for s in gen.steps]
     )
 
 
@@ -74,11 +80,12 @@ def draw_token_confidence(d: TokenConfidence) -> go.Figure:
     for i in range(n):
         r, c = divmod(i, w)
         z[r, c] = d.probs[i]
-        text[r, c] = d.labels[i] + ("*" if d.forced[i] else "")
+        text[r, c] = d.cells[i]
         hover[r, c] = f"token {i}: {d.labels[i]} p={d.probs[i]:.2%}<br>best candidates:<br>{d.alternatives[i]}"
     fig = go.Figure(
         go.Heatmap(
-            z=z, text=text, texttemplate="%{text}", customdata=hover, colorscale=CONFIDENCE_SCALE, zmin=0, zmax=1,
+            z=z, text=text, texttemplate="%{text}", textfont=dict(size=CELL_FONT, **FONT), customdata=hover,
+            colorscale=CONFIDENCE_SCALE, zmin=0, zmax=1,
             xgap=2, ygap=2, colorbar=dict(title="p", tickformat=".0%"), hovertemplate="%{customdata}<extra></extra>",
         )
     )  # fmt: skip
@@ -97,7 +104,9 @@ def draw_token_confidence(d: TokenConfidence) -> go.Figure:
 def token_confidence(gen, **options) -> go.Figure:
     """The generated answer, every token coloured by the probability it had when chosen, its alternatives on hover.
 
-    Options (token_confidence_data): processed=True for the distribution after the sampling processors; per_row=.
+    Options (token_confidence_data): processed=True for the distribution after the sampling processors; per_row=
+    tokens per row (8: a cell then holds 7 characters at 11 px from MIN_WIDTH up; longer tokens are cut with '…',
+    whole on hover).
     """
     return draw_token_confidence(token_confidence_data(gen, **options))
 

@@ -12,11 +12,11 @@ import torch
 
 from .style import (
     LEGEND_BELOW,
-    MIN_WIDTH,
     as_trace,
     at,
     base_layout,
     check_index,
+    fit_chars,
     position_keys,
     token_axis,
     token_label,
@@ -57,11 +57,6 @@ def lens_vocab(trace, ids: torch.Tensor, tokenizer=None) -> tuple[dict[int, str]
         raise TypeError(f"tokenizer must be an HF tokenizer (lab.tokenizer) or a function id -> str, got {tokenizer!r}")
     known = {int(i): t for i, t in zip(trace.token_ids.tolist(), trace.tokens)}
     return {i: known.get(i, f"#{i}") for i in unique}, all(i in known for i in unique)
-
-
-def fit_chars(columns: int, px_per_char: float = 6.6) -> int:
-    """How many characters of 11 px text fit in one of `columns` equal cells at MIN_WIDTH (between 3 and 14)."""
-    return max(3, min(14, int((MIN_WIDTH - 200) / columns / px_per_char) - 1))
 
 
 # ---- logit_lens -------------------------------------------------------------------------------------------------

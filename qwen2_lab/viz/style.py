@@ -68,6 +68,12 @@ def token_labels(tokens: list[str]) -> list[str]:
     return [token_label(t) for t in tokens]
 
 
+def fit_chars(columns: int, px_per_char: float = 6.6) -> int:
+    """How many characters of 11 px text fit in one of `columns` equal cells at MIN_WIDTH (between 3 and 14): a cell's
+    text set at a readable size is cut to this, since plotly would otherwise shrink it to fit (to 4 px)."""
+    return max(3, min(14, int((MIN_WIDTH - 200) / columns / px_per_char) - 1))
+
+
 def position_keys(positions) -> list[str]:
     """The category of each position on a token axis: '0', '1', ... (one per position, so repeats stay apart)."""
     return [str(int(p)) for p in positions]
@@ -225,6 +231,7 @@ def wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
 
 
+LINE_PX, NOTE_PX = 21, 17  # px per line of a title (16 px text) and of its notes (12.5 px)
 PAD = 40  # px above the title: room for plotly's mode bar (on hover) and a label a page puts over the corner
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0.01, xanchor="left")
 
@@ -238,7 +245,7 @@ def base_layout(fig, title: str, *notes: str, height: int, top: int = 0):
     """
     lines = wrap(title, TITLE_CHARS)
     note_lines = [line for n in notes if n for line in wrap(n, NOTE_CHARS)]
-    head = PAD + 2 + 21 * len(lines) + 17 * len(note_lines) + 24 + top  # px from the top to the plots
+    head = PAD + 2 + LINE_PX * len(lines) + NOTE_PX * len(note_lines) + 24 + top  # px from the top to the plots
     fig.update_layout(
         title=dict(
             text="<br>".join(lines), x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=PAD),
@@ -251,6 +258,29 @@ def base_layout(fig, title: str, *notes: str, height: int, top: int = 0):
         height=head + height + 50,
         autosize=True,
     )  # fmt: skip
+    return fig
+
+
+LIFT_PX = 11  # px plotly lifts a title of several lines anchored at its top (measured in Chromium, plotly.js 3)
+
+
+def notes_in_title(fig):
+    """fig with its notes written as the last lines of the title's own text, instead of as plotly's subtitle; returns
+    fig. For FigureWidgets (widgets.py): plotly places a subtitle under the title's measured box, and a FigureWidget
+    draws itself before the page holds it, where text measures 0 px, so the notes land on top of the title and the
+    mode bar until something redraws the figure. One text has nothing to place."""
+    title = fig.layout.title
+    notes = title.subtitle.text
+    if not notes:
+        return fig
+    lines = notes.split("<br>")
+    small = [f"<span style='font-size:{title.subtitle.font.size}px;color:{title.subtitle.font.color}'>{x}</span>" for x in lines]  # fmt: skip
+    grow = (LINE_PX - NOTE_PX) * len(lines)  # a line of the title's text is as tall as its font's, whatever its spans
+    fig.update_layout(
+        title=dict(text="<br>".join([title.text, *small]), subtitle_text="", pad_t=title.pad.t + LIFT_PX),
+        margin_t=fig.layout.margin.t + grow,
+        height=fig.layout.height + grow,
+    )
     return fig
 
 
