@@ -73,6 +73,17 @@ def demo_lab():
 
 
 @pytest.fixture(scope="module")
+def moe_lab():
+    """The bundled `tiny-moe`, on one thread (as demo_lab)."""
+    import qwen2_lab
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield qwen2_lab.load("tiny-moe")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def demo_server(demo_lab):
     """The demo app on a free loopback port, serving a `GatedLab` over `demo_lab`: SimpleNamespace(url, lab,
     queue_size), with a queue of two, so that a test can fill it."""

@@ -108,7 +108,7 @@ def default_generation(lab, message, history=(), **kwargs):
     s = chat.default_settings(lab)
     messages = chat.conversation(message, list(history), DEFAULT_SYSTEM_PROMPT)
     settings = chat.generation_kwargs(lab, 0, s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty)
-    return lab.generate_steps(messages, **settings, top=tokens.TOP, keep_logits=False, **kwargs)
+    return lab.generate_steps(messages, **settings, top=chat.TOP, keep_logits=False, **kwargs)
 
 
 def watch_reply(driver, expected: str, count: int) -> list[str]:
