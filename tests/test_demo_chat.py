@@ -162,6 +162,17 @@ def test_bad_requests_get_a_clear_message(demo_lab, message, settings, match):
         next(chat.respond(demo_lab, message, [], *settings))
 
 
+def test_a_refused_request_is_a_page_message_without_a_traceback(demo_lab):
+    """The library's InputError (here: a setting out of the page's bounds) reaches the page as its message alone:
+    a gr.Error that Gradio does not print with a traceback on the server's console."""
+    with pytest.raises(gr.Error, match="temperature must be <= 2") as refused:
+        next(chat.respond(demo_lab, "hi", [], None, 5.0, 1.0, 0, 8, 1.0))
+    assert refused.value.print_exception is False
+    with pytest.raises(gr.Error, match="The message is empty") as refused:
+        chat.user_turn(" ", [])
+    assert refused.value.print_exception is False
+
+
 @pytest.mark.parametrize(
     "start",
     [

@@ -9,6 +9,8 @@ import pytest
 from gradio_client.exceptions import AppError
 from lab_demo import check
 
+from qwen2_lab import checks
+
 GOOD_CODE = """
 class Solution:
     def searchRange(self, nums, target):
@@ -73,3 +75,20 @@ def test_check_code_reports_pass_and_fail(demo_client):
     assert demo_client.predict("答案是 {-1, 0}", api_name="/check_answer")["problem"] == "gaokao-2024-set"
     with pytest.raises(AppError, match="not a math problem"):
         demo_client.predict("{-1, 0}", "leetcode-34", api_name="/check_answer")
+
+
+def test_the_code_box_is_checked_and_its_failure_is_ready_to_send_back():
+    """The box starts with a right solution that reads every element: checked, it fails the O(log n) demand, and
+    the report is what would be sent back; a binary search passes; a reply's code replaces the box's, prose does
+    not."""
+    report, failure = check.check_box(check.STARTER)
+    assert report.startswith("**Failed** (leetcode-34)") and "O(log n)" in failure
+    assert failure in check.failure_message(failure)
+    report, failure = check.check_box(GOOD_CODE)
+    assert report.startswith("**Passed** (leetcode-34)") and failure == ""
+    assert check.check_box("  ") == ("The code box is empty: paste or write a solution first.", "")
+    asked = [{"role": "user", "content": check.problem_prompts()["leetcode-34"]["en"]}]
+    with_code = [*asked, {"role": "assistant", "content": SCAN_CODE}]
+    assert check.reply_code(with_code, check.STARTER) == checks.extract_code(SCAN_CODE)
+    walk = [*asked, {"role": "assistant", "content": "target=45:0:43<1:45=2:47>\n[1,1]"}]  # the toy model's answer
+    assert check.reply_code(walk, "mine") == "mine"

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from lab_demo import chat, check, inside
+from lab_demo import chat, check, examples, inside
 
 import qwen2_lab
 from qwen2_lab import viz
@@ -19,6 +19,7 @@ from .helpers import GREEDY_24 as GREEDY
 from .helpers import QUESTION, Forwards, direct, page_reply
 
 PROMPT = check.problem_prompts()["gaokao-2024-set"]["zh"]
+GREEDY_LONG = (None, 0.0, 1.0, 0, 128, 1.0)  # the page's default length: the whole reply
 
 
 def test_the_default_head_is_the_one_with_most_structure_in_the_window():
@@ -155,3 +156,23 @@ def test_look_inside_traces_the_conversation_for_another_layer_or_an_unrecorded_
     assert "was not recorded for Look inside" in note and "Traced the conversation's" in note
     *_, note = inside.look_inside(demo_lab, history, recorded, gen=None)
     assert note.startswith("Traced the conversation's")
+
+
+def test_a_long_replys_attention_fills_every_row_of_its_window(demo_lab):
+    """A reply longer than the window (the window shows its last tokens, not from step 0): every row drawn is a
+    category of the figure's row axis, in order, so each row shows its own step's weights under its own label (the
+    axis once listed steps 0..23 while the rows were steps 18..41: 18 rows drawn empty, 6 against wrong labels)."""
+    gaokao = next(e for e in examples.examples(demo_lab) if e["label"] == "Gaokao set filter (English)")
+    *_, (history, gen) = chat.reply(demo_lab, [{"role": "user", "content": gaokao["prompt"]}], *GREEDY_LONG,
+                                    top=chat.TOP, **inside.record_options(demo_lab.arch))  # fmt: skip
+    assert len(gen.steps) > inside.WINDOW, "the reply must be longer than the window to test its offset"
+    attention, *_ = inside.look_inside(demo_lab, history, inside.default_layer(demo_lab.arch), gen=gen)
+    shown = range(len(gen.steps) - inside.WINDOW, len(gen.steps))
+    for heatmap, axis in zip(attention.data, ("yaxis", "yaxis2")):
+        rows = list(attention.layout[axis].categoryarray)
+        assert list(heatmap.y) == rows == [str(i) for i in shown]
+        assert not np.isnan(np.asarray(heatmap.z, dtype=float)[:, 0]).any()  # each row read the first position
+        keys = list(attention.layout["xaxis2"].categoryarray)
+        assert list(heatmap.x) == keys
+    labels = attention.layout.yaxis.labelalias
+    assert [labels[str(i)] for i in shown] == [f"→ {viz.token_label(gen.steps[i].token)}" for i in shown]

@@ -83,3 +83,16 @@ def test_what_if_refuses_what_the_model_does_not_have(demo_lab):
         whatif.make_edit(mixed, "shared_gate", 0, 0, None)
     with pytest.raises(InputError, match=r"experts \[6\] out of range: this model has experts 0..5"):
         whatif.make_edit(mixed, "expert", 1, 6, None)
+
+
+def test_what_if_shows_only_the_inputs_the_change_reads(moe_lab):
+    """Each change shows the inputs it reads and hides the others: a hidden one may be empty, a shown one may not."""
+    given = (1, 3, 10_000)  # layer, which, theta
+    for kind in whatif.KINDS:
+        shown = [update["visible"] for update in whatif.shown_inputs(kind)]
+        args = [value if visible else None for value, visible in zip(given, shown)]
+        whatif.make_edit(moe_lab, kind, *args)  # what is hidden is not read
+        for i in (i for i, visible in enumerate(shown) if visible):
+            with pytest.raises(InputError, match="is needed for this change"):
+                whatif.make_edit(moe_lab, kind, *[None if j == i else a for j, a in enumerate(args)])
+    assert [u["visible"] for u in whatif.shown_inputs("rope_theta")] == [False, False, True]

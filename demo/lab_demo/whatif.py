@@ -52,16 +52,23 @@ READS = {  # the inputs each change reads, beside the menu: (layer, which, theta
 }
 
 
+def needed(name: str, value, **bounds):
+    """A number the change reads (`qwen2_lab.inputs.number`), refused when it was left empty."""
+    if value is None:
+        raise InputError(f"{name} is needed for this change: give a number")
+    return number(name, value, **bounds)
+
+
 def make_edit(lab, kind: str, layer, which, theta) -> tuple:
     """(the edit, its label) for the menu's choice, checked against the model (`recorder.resolve`: the edit's own
     check names a head, group, expert or layer this model does not have) before anything runs."""
     if kind not in KINDS:
         raise InputError(f"Unknown change {kind!r}: choose one of {list(KINDS)}")
     if kind == "rope_theta":
-        edit = edits.rope(theta=number("RoPE theta", theta, low=1, open_low=True))
+        edit = edits.rope(theta=needed("RoPE theta", theta, low=1, open_low=True))
     else:
-        layer = number("layer", layer, integer=True)
-        which = number(kind.replace("_", " "), which, integer=True)
+        layer = needed("layer", layer, integer=True)
+        which = needed(kind.replace("_", " "), which, integer=True) if READS[kind][1] else None
         make = {
             "head": lambda: edits.zero_heads(layer, [which]),
             "kv_group": lambda: edits.zero_kv_group(layer, which),
