@@ -217,7 +217,8 @@ def test_banner_and_model_card(page):
 def test_a_refused_message_says_why_and_leaves_the_chat_as_it_was(page):
     send(page, "   ")
     wait_for(lambda: "The message is empty" in " ".join(texts(page, ".toast-body")), what="the error message")
-    assert not texts(page, "#chatbot .message") and GAOKAO_ZH in texts(page, "#chatbot button.example")
+    assert not texts(page, "#chatbot .message")
+    assert any(t.startswith(GAOKAO_ZH) for t in texts(page, "#chatbot button.example"))  # the examples still shown
     trackers = page.find_elements(By.CSS_SELECTOR, "#chatbot [data-testid=status-tracker]")
     assert not [t for t in trackers if t.is_displayed() and "Error" in t.text], "the chat is covered by an error mark"
 
@@ -234,11 +235,11 @@ def test_an_example_streams_its_reply_and_the_math_is_checked(page, demo_lab):
                                                    {"role": "assistant", "content": reply}]).startswith("✅") else "Wrong"  # fmt: skip
     shown = wait_for(lambda: page.find_element(By.ID, "verdict").text, what="the verdict under the reply")
     assert right in shown and example["answer"].splitlines()[-1] in shown
-    for width in (1280, 800):  # near the reply, where the visitor sees it without scrolling
-        page.set_window_size(width, 800)
+    for width, height in ((1280, 800), (800, 900)):  # near the reply, where the visitor sees it without scrolling
+        page.set_window_size(width, height)
         inner = page.execute_script("return window.innerHeight")
         box = page.execute_script("return document.getElementById('verdict').getBoundingClientRect().bottom")
-        assert 0 < box <= inner, f"at {width}x800 the verdict ends at {box}px, below the fold ({inner}px)"
+        assert 0 < box <= inner, f"at {width}x{height} the verdict ends at {box}px, below the fold ({inner}px)"
     page.set_window_size(1280, 1400)
 
 
@@ -312,7 +313,7 @@ def test_your_code_is_checked_in_the_code_box(page, demo_lab):
     assert not expected.passed
     wait_for(lambda: report(page).startswith("Failed (leetcode-34)") and "O(log n)" in report(page),
              what="the code box's report")  # fmt: skip
-    assert letters(expected.report) in letters(report(page))
+    assert letters(expected.report.splitlines()[0]) in letters(report(page))  # (timings in the rest vary by run)
 
 
 QUESTION = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"
@@ -392,7 +393,7 @@ def test_look_inside_draws_on_open_and_on_every_change_and_fits_the_page(page, d
     wait_for(lambda: len(page.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, what="the figures")
     layer = inside.default_layer(arch)
     wait_for(lambda: f"Layer {layer}: where each new token looked" in page.page_source, what="the reply's attention")
-    note = wait_for(lambda: "no forward pass ran" in look_note(page) and look_note(page), what="the note")
+    wait_for(lambda: "no forward pass ran" in look_note(page), what="the note: drawn from the record")
     assert demo_server.lab.forwards == start  # drawn from the record alone
     assert "positions=" not in page.find_element(By.TAG_NAME, "body").text  # no Python hints for a web visitor
     assert "Logit lens" in page.page_source
@@ -416,14 +417,25 @@ def test_look_inside_draws_on_open_and_on_every_change_and_fits_the_page(page, d
     tab(page, "Chat")
 
 
-def plotted_rows(driver) -> list[tuple[list, list]]:
-    """What reached the page for the reply's attention figure: each heatmap's row categories and the categories its
-    row axis lists (plotly's graph div keeps both in gd.data and gd.layout)."""
-    return driver.execute_script(
-        "const gd = document.querySelector('#attention-plot .js-plotly-plot');"
-        " return gd.data.map((t, i) => [t.y, gd.layout['yaxis' + (i ? i + 1 : '')].categoryarray,"
-        " t.z.map(row => row[0])]);"
-    )
+# Each heatmap's row categories, the categories its row axis lists, and each row's weight on the first position:
+# what reached the page, from plotly's graph div (gd.data, gd.layout); z arrives as base64 (plotly.py's typed arrays).
+PLOTTED_ROWS_JS = """
+const gd = document.querySelector('#attention-plot .js-plotly-plot');
+return gd.data.map((t, i) => {
+  let z = t.z;
+  if (z.bdata) {
+    const bytes = Uint8Array.from(atob(z.bdata), c => c.charCodeAt(0));
+    const flat = z.dtype === 'f4' ? new Float32Array(bytes.buffer) : new Float64Array(bytes.buffer);
+    const [n, k] = String(z.shape).split(',').map(Number);
+    z = Array.from({length: n}, (_, r) => Array.from(flat.slice(r * k, (r + 1) * k)));
+  }
+  return [t.y, gd.layout['yaxis' + (i ? i + 1 : '')].categoryarray, z.map(row => row[0])];
+});
+"""
+
+
+def plotted_rows(driver) -> list[tuple[list, list, list]]:
+    return driver.execute_script(PLOTTED_ROWS_JS)
 
 
 def test_a_long_reply_fills_every_row_and_look_inside_clears_after_a_new_reply(page, demo_lab):
@@ -444,12 +456,13 @@ def test_a_long_reply_fills_every_row_and_look_inside_clears_after_a_new_reply(p
     shown = [str(i) for i in range(n - inside.WINDOW, n)]
     for rows, categories, first_key in wait_for(lambda: plotted_rows(page), what="the attention figure"):
         assert rows == categories == shown, "rows drawn against other rows' labels, or not at all"
-        assert all(w is not None for w in first_key), "an empty row"
+        assert all(w is not None and w == w for w in first_key), "an empty row"  # (NaN != NaN)
     tab(page, "Chat")
     send(page, "1+1=")
     watch_reply(page, default_reply(demo_lab, "1+1=", [{"role": "user", "content": prompt},
                                                        {"role": "assistant", "content": gen.text.strip()}]), 2)  # fmt: skip
-    assert look_note(page) == inside.EMPTY  # the old reply's figures are gone as the new turn starts
+    assert look_note(page).strip() == inside.EMPTY  # the old reply's figures are gone as the new turn starts
+    assert not page.find_elements(By.CSS_SELECTOR, "#attention-plot .js-plotly-plot")
     tab(page, "Look inside")
     wait_for(lambda: "no forward pass ran" in look_note(page) and "showing tokens" in look_note(page),
              what="the new reply drawn as the tab opens")  # fmt: skip
