@@ -472,7 +472,7 @@ def test_a_long_reply_fills_every_row_and_look_inside_clears_after_a_new_reply(p
 def choose(driver, elem_id: str, text: str):
     """Pick the option that reads `text` in a dropdown, as a user does."""
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
-    click_text(driver, "ul.options li", text)
+    click_text(driver, "ul li.item", text)
 
 
 def test_what_if_a_head_is_off_shows_both_answers_and_where_they_part(page, demo_lab):

@@ -175,5 +175,5 @@ def build(lab, page) -> None:
         after = gr.Textbox(label="With the change", lines=6, interactive=False, elem_id="what-if-after")
     choice = [page.gen, kind, layer, which, theta]
     kind.change(shown_inputs, kind, [layer, which, theta], queue=False, **PRIVATE)
-    ok = run_btn.click(checked, choice, None, **QUICK)  # a refusal: its message, and no mark on the last result
+    ok = run_btn.click(lambda *c: checked(*c) and None, choice, None, **QUICK)  # a refusal: no mark on the result
     on_model(ok.success, what_if, choice, [before, after, note_md], **unlisted("what_if"))
