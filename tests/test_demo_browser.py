@@ -469,6 +469,18 @@ def test_a_long_reply_fills_every_row_and_look_inside_clears_after_a_new_reply(p
     tab(page, "Chat")
 
 
+# Where the longest of the given texts would end in the What if menu's box (the box's font and left padding), and
+# where the menu's arrow begins.
+MENU_TEXT_JS = """
+const menu = document.querySelector('#what-if-kind'), input = menu.querySelector('input');
+const style = getComputedStyle(input), ctx = document.createElement('canvas').getContext('2d');
+ctx.font = style.font;
+const longest = Math.max(...arguments[0].map(t => ctx.measureText(t).width));
+return [input.getBoundingClientRect().left + parseFloat(style.paddingLeft) + longest,
+        menu.querySelector('.icon-wrap').getBoundingClientRect().left];
+"""
+
+
 def choose(driver, elem_id: str, text: str):
     """Pick the option that reads `text` in a dropdown, as a user does."""
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
@@ -514,13 +526,12 @@ def test_what_if_shows_the_inputs_the_change_reads_and_its_menu_fits_at_800px(pa
     wait_for(lambda: shown() == [True, True, False], what="a head's inputs: layer and which")
     choose(page, "what-if-kind", whatif.KINDS["rope_theta"])
     wait_for(lambda: shown() == [False, False, True], what="RoPE theta's input alone")
+    words = [w for w, _ in whatif.kind_choices(demo_lab.arch)]
     for width in (1280, 800):
         page.set_window_size(width, 900)
         time.sleep(0.3)
-        fits = page.execute_script(
-            "const i = document.querySelector('#what-if-kind input'); return [i.scrollWidth, i.clientWidth];"
-        )
-        assert fits[0] <= fits[1], f"at {width} px the Change menu's text runs under its arrow: {fits}"
+        text_end, arrow = page.execute_script(MENU_TEXT_JS, words)
+        assert text_end <= arrow, f"at {width} px the Change menu's longest text ends at {text_end}px, under its arrow"
     page.set_window_size(1280, 1400)
     choose(page, "what-if-kind", whatif.KINDS["head"])
     wait_for(lambda: shown() == [True, True, False], what="a head's inputs again")
