@@ -315,9 +315,9 @@ def test_example_prompts_are_held_out_or_reserved():
 
 @pytest.mark.parametrize("kind", ["tiny", "tiny-moe"])
 def test_each_checkpoint_ships_the_demos_examples_with_their_answers(kind):
-    """examples.json is what `qwen2_lab.tiny.examples.make` writes (the demo reads it instead of regenerating), and
+    """examples.json is what `qwen2_lab.tiny.shipped.make` writes (the demo reads it instead of regenerating), and
     each answer is the right one: its final answer is the problem's, computed from the held-out problem."""
-    from qwen2_lab.tiny import examples
+    from qwen2_lab.tiny import shipped as examples
 
     shipped = examples.read(bundled_path(kind))
     assert shipped == examples.make() and [(e["prompt"], e["label"]) for e in shipped] == C.example_prompts()

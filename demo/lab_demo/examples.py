@@ -1,6 +1,6 @@
 """What the running model can be asked, what the banner says about it, and the verdict on a reply to an example.
 
-A bundled model ships its examples with their answers in its folder (`examples.json`, `qwen2_lab.tiny.examples`):
+A bundled model ships its examples with their answers in its folder (`examples.json`, `qwen2_lab.tiny.shipped`):
 the launch's gaokao set question and held-out problems of the four kinds it was trained on, in Chinese and English.
 A real model gets the Qwen2 launch's three problems in both languages (their answers known to `qwen2_lab.checks`)
 and a few more. Every example whose answer can be checked is checked as soon as its reply is complete.
@@ -8,12 +8,10 @@ and a few more. Every example whose answer can be checked is checked as soon as 
 
 from __future__ import annotations
 
-import json
-
 from qwen2_lab.arch import count
 from qwen2_lab.inputs import normalize_messages
 from qwen2_lab.loading import BUNDLED
-from qwen2_lab.tiny import examples as shipped
+from qwen2_lab.tiny import shipped
 
 from . import check
 
@@ -42,16 +40,8 @@ def examples(lab) -> list[dict]:
 
 
 def scores(lab) -> dict[str, float]:
-    """{task: exact-match accuracy on held-out problems} that a bundled checkpoint ships (training.json); {} else."""
-    if not is_bundled(lab):
-        return {}
-    return json.loads((BUNDLED[lab.name] / "training.json").read_text())["eval"]["scores"]
-
-
-def score_range(lab) -> str:
-    """'85-92%': the lowest and highest per-task accuracy the checkpoint ships."""
-    values = sorted(scores(lab).values())
-    return f"{100 * values[0]:.0f}-{100 * values[-1]:.0f}%"
+    """{task: exact-match accuracy on held-out problems} that a bundled checkpoint ships; {} for another model."""
+    return shipped.shipped_scores(lab.name) if is_bundled(lab) else {}
 
 
 def banner(lab) -> str:
@@ -61,7 +51,7 @@ def banner(lab) -> str:
             f"**The bundled model `{lab.name}` runs here** ({count(lab.arch.total_params)} parameters, on the CPU in"
             " seconds): a small Qwen2 trained on four kinds of problems (set intersection, LeetCode 34 on short"
             " lists, addition and subtraction, and the gaokao set filter) in Chinese and English. On held-out"
-            f" problems of those kinds it answers {score_range(lab)} right, depending on the kind (its model card"
+            f" problems of those kinds it answers {shipped.score_range(lab.name)} right, depending on the kind (its model card"
             " has the table). The examples are problems of those kinds it never saw in training, and the Qwen2"
             " launch's gaokao set question; other questions are beyond it. To talk to a real Qwen2, start the demo"
             " with `python demo/app.py --model Qwen/Qwen2-0.5B-Instruct` (or any Qwen2 hub id or local folder), or"

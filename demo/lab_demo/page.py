@@ -37,6 +37,8 @@ class Page:
     record: gr.Checkbox | None = None  # record each reply for Look inside
     gen: gr.State | None = None  # the Generation of the chat's last reply (None when the chat does not end with one)
     turn: gr.State | None = None  # the chat to show when a checked turn starts
+    stream_reply: object = None  # (chat, record, *settings) -> yields (chat, Generation): the page's reply
+    checked_turn: object = None  # (message, chat, *settings) -> the chat with the message added, checked
     replies: list = field(default_factory=list)  # each way a reply ends (event dependencies)
     shown: list = field(default_factory=list)  # each way a new turn shows
     hooks: dict = field(default_factory=lambda: {"reply": [], "turn": []})

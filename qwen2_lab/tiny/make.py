@@ -122,7 +122,7 @@ def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, re
     and the model card."""
     from transformers import GenerationConfig
 
-    from . import examples
+    from . import shipped
     from .card import model_card
 
     config = model.config
@@ -138,7 +138,7 @@ def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, re
     tokenizer.save_pretrained(out)
     if history is not None:
         (out / "training.json").write_text(json.dumps({**history, "eval": results}, ensure_ascii=False, indent=1))
-    examples.write(out)
+    shipped.write(out)
     size = sum(f.stat().st_size for f in out.iterdir() if f.name != "README.md") / 2**20
     (out / "README.md").write_text(model_card(kind, config, history, results, size))
     return out

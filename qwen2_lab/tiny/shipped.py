@@ -1,6 +1,8 @@
-"""The web demo's examples for a bundled checkpoint, shipped in its folder (`examples.json`) with their answers.
+"""What a bundled checkpoint ships besides its weights, for the web demo and the docs to read (nothing is regenerated
+or re-measured at start-up): the demo's examples with their answers (`examples.json`) and the scores measured when
+it was made (`training.json`, as its model card says).
 
-    python -m qwen2_lab.tiny.examples        # (re)write examples.json in both bundled folders
+    python -m qwen2_lab.tiny.shipped        # (re)write examples.json in both bundled folders
 
 Each example is {"label", "prompt", "answer"}: the launch's gaokao set question, then one held-out problem of each
 task in Chinese and in English (never trained on), with the worked answer computed from the problem. The demo reads
@@ -34,6 +36,19 @@ def write(folder: Path) -> Path:
     path = Path(folder) / FILE
     path.write_text(json.dumps(make(), ensure_ascii=False, indent=1) + "\n")
     return path
+
+
+def shipped_scores(name: str) -> dict[str, float]:
+    """{task: accuracy} measured when bundled checkpoint `name` was made (its training.json, as its model card says)."""
+    from ..loading import bundled_path
+
+    return json.loads((bundled_path(name) / "training.json").read_text())["eval"]["scores"]
+
+
+def score_range(name: str) -> str:
+    """'85-92%': the lowest and highest per-task accuracy measured for bundled model `name`."""
+    scores = sorted(shipped_scores(name).values())
+    return f"{100 * scores[0]:.0f}-{100 * scores[-1]:.0f}%"
 
 
 def read(folder: Path) -> list[dict]:
