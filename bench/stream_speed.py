@@ -34,15 +34,15 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "demo"), str(ROOT)]  # the demo's modules, and qwen2_lab from a clone
+sys.path[:0] = [str(ROOT / "demo"), str(ROOT)]  # the demo (app.py, its lab_demo package), and qwen2_lab from a clone
 from common import build, machine_options, use_threads  # noqa: E402
 
 
 def measure(lab, new_tokens: int, repeats: int, http: bool, page: bool = False) -> dict[str, list[float]]:
     """Seconds per reply for each row, `repeats` times each after one warm-up."""
-    import chat
     import torch
-    from check import problem_prompts
+    from lab_demo import chat
+    from lab_demo.check import problem_prompts
 
     from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT
 
@@ -75,11 +75,10 @@ def measure(lab, new_tokens: int, repeats: int, http: bool, page: bool = False) 
 
     rows = {"generate": generate, "demo stream": stream}
     if page:
-        import inside
-        import tokens
+        from lab_demo import inside
 
-        rows["page top-5"] = lambda: reply(top=tokens.TOP)
-        rows["page record"] = lambda: reply(top=tokens.TOP, **inside.record_options(lab.arch))
+        rows["page top-5"] = lambda: reply(top=chat.TOP)
+        rows["page record"] = lambda: reply(top=chat.TOP, **inside.record_options(lab.arch))
     client = server = None
     if http:
         import app

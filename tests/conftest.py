@@ -1,10 +1,8 @@
 """Fixtures the tests share: the bundled models, loaded once per session."""
 
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -33,8 +31,6 @@ def tiny_moe():
 
 # ---- the web demo (tests/test_demo.py, tests/test_demo_browser.py) ------------------------------------------------
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
-sys.path.insert(0, str(DEMO_DIR))  # the demo's modules (app, chat, check, inside) import as the demo imports them
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a test server
 DEMO_QUEUE_SIZE = 2  # requests that may wait behind the one running: small, so a test can fill the queue
 
@@ -73,6 +69,17 @@ def demo_lab():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield qwen2_lab.load("tiny")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def moe_lab():
+    """The bundled `tiny-moe`, on one thread (as demo_lab)."""
+    import qwen2_lab
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield qwen2_lab.load("tiny-moe")
     torch.set_num_threads(threads)
 
 

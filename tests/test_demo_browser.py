@@ -31,37 +31,20 @@ pytestmark = pytest.mark.skipif(
 )
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install 'qwen2-lab[dev]')")
 
-import chat  # noqa: E402
-import check  # noqa: E402
-import inside  # noqa: E402
-import tokens  # noqa: E402
-import whatif  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from lab_demo import chat, check, examples, inside, tokens, whatif  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from qwen2_lab import checks, edits  # noqa: E402
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from qwen2_lab.tiny.curriculum import example_prompts  # noqa: E402
+from qwen2_lab.tiny.evaluate import shipped_scores  # noqa: E402
 
-from .helpers import wait_for, wait_until_still  # noqa: E402
+from .helpers import start_chromium, wait_for, wait_until_still  # noqa: E402
 
-CHROME_FLAGS = (
-    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
-    " --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1400"
-).split()
 GAOKAO_ZH = "Gaokao 2024 set question (中文)"  # the bundled model's first example: the launch's set question
-
-
-def start_chromium(profile: Path, env: dict | None = None):
-    """A fresh headless chromium (its own profile folder); env: the browser's environment (e.g. FONTCONFIG_FILE)."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROME_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=env))
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +73,12 @@ def click_text(driver, css: str, text: str):
     ].click()
 
 
+def click_example(driver, label: str):
+    """Click the example button whose text (its label, then its prompt) starts with `label`."""
+    wait_for(lambda: [e for e in driver.find_elements(By.CSS_SELECTOR, "#chatbot button.example")
+                      if e.text.strip().startswith(label)], what=label)[0].click()  # fmt: skip
+
+
 def tab(driver, name: str):
     click_text(driver, 'button[role="tab"]', name)
 
@@ -108,7 +97,7 @@ def default_generation(lab, message, history=(), **kwargs):
     s = chat.default_settings(lab)
     messages = chat.conversation(message, list(history), DEFAULT_SYSTEM_PROMPT)
     settings = chat.generation_kwargs(lab, 0, s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty)
-    return lab.generate_steps(messages, **settings, top=tokens.TOP, keep_logits=False, **kwargs)
+    return lab.generate_steps(messages, **settings, top=chat.TOP, keep_logits=False, **kwargs)
 
 
 def watch_reply(driver, expected: str, count: int) -> list[str]:
@@ -213,26 +202,45 @@ def test_banner_and_model_card(page):
     tab(page, "Model card")
     card = wait_for(lambda: page.find_element(By.ID, "model-card").text, what="the model card")
     assert "tiny" in card and "cpu" in card and "parameters" in card
+    # the banner's "its model card has the table": the scores, and no table with an empty header row
+    assert "exact match" in card and all(task in card for task in shipped_scores("tiny"))
+    headers = texts(page, "#model-card thead tr")
+    assert headers and all(h.strip() for h in headers), f"a table with an empty header row: {headers}"
     tab(page, "Chat")
-    shown = texts(page, "#chatbot button.example")
-    assert [label for _, label in example_prompts()] == [s.strip() for s in shown]  # what the bundled model knows
+    shown = [" ".join(s.split()) for s in texts(page, "#chatbot button.example")]
+    expected = example_prompts()  # what the bundled model knows: each button shows its label and its prompt
+    assert len(shown) == len(expected)
+    for text, (prompt, label) in zip(shown, expected):
+        assert text.startswith(label) and letters(prompt) in letters(text), (text, label, prompt)
 
 
 def test_a_refused_message_says_why_and_leaves_the_chat_as_it_was(page):
     send(page, "   ")
     wait_for(lambda: "The message is empty" in " ".join(texts(page, ".toast-body")), what="the error message")
-    assert not texts(page, "#chatbot .message") and GAOKAO_ZH in texts(page, "#chatbot button.example")
+    assert not texts(page, "#chatbot .message")
+    assert any(t.startswith(GAOKAO_ZH) for t in texts(page, "#chatbot button.example"))  # the examples still shown
     trackers = page.find_elements(By.CSS_SELECTOR, "#chatbot [data-testid=status-tracker]")
     assert not [t for t in trackers if t.is_displayed() and "Error" in t.text], "the chat is covered by an error mark"
 
 
 def test_an_example_streams_its_reply_and_the_math_is_checked(page, demo_lab):
-    click_text(page, "#chatbot button.example", GAOKAO_ZH)
+    click_example(page, GAOKAO_ZH)
     prompt = dict((label, p) for p, label in example_prompts())[GAOKAO_ZH]
     reply = default_reply(demo_lab, prompt)
     watch_reply(page, reply, 1)
     verdict = "Passed" if checks.check_answer(reply, "gaokao-2024-set").passed else "Failed"
     wait_for(lambda: report(page).startswith(f"{verdict} (gaokao-2024-set)"), what="the automatic math check")
+    example = next(e for e in examples.examples(demo_lab) if e["label"] == GAOKAO_ZH)
+    right = "Right" if examples.verdict(demo_lab, [{"role": "user", "content": prompt},
+                                                   {"role": "assistant", "content": reply}]).startswith("✅") else "Wrong"  # fmt: skip
+    shown = wait_for(lambda: page.find_element(By.ID, "verdict").text, what="the verdict under the reply")
+    assert right in shown and example["answer"].splitlines()[-1] in shown
+    for width, height in ((1280, 800), (800, 900)):  # near the reply, where the visitor sees it without scrolling
+        page.set_window_size(width, height)
+        inner = page.execute_script("return window.innerHeight")
+        box = page.execute_script("return document.getElementById('verdict').getBoundingClientRect().bottom")
+        assert 0 < box <= inner, f"at {width}x{height} the verdict ends at {box}px, below the fold ({inner}px)"
+    page.set_window_size(1280, 1400)
 
 
 @pytest.mark.skipif(not has_cjk_font(), reason="no CJK font: apt-get install -y fonts-noto-cjk")
@@ -294,6 +302,20 @@ def test_code_is_checked_on_request_and_its_failure_sent_back(page, demo_lab):
         page.save_screenshot(os.environ["QWEN2_LAB_SCREENSHOT"])
 
 
+def test_your_code_is_checked_in_the_code_box(page, demo_lab):
+    """The bundled model writes no code: the box says so and starts with a right solution that reads every element;
+    checked, it fails the O(log n) demand with the report shown, ready to send back."""
+    page.find_element(By.CSS_SELECTOR, "#code-panel button").click()  # open the panel
+    note = wait_for(lambda: page.find_element(By.ID, "code-note").text, what="the code box's note")
+    assert "writes no code" in note
+    page.find_element(By.ID, "check-code-btn").click()
+    expected = checks.check_code(check.STARTER, "leetcode-34")
+    assert not expected.passed
+    wait_for(lambda: report(page).startswith("Failed (leetcode-34)") and "O(log n)" in report(page),
+             what="the code box's report")  # fmt: skip
+    assert letters(expected.report.splitlines()[0]) in letters(report(page))  # (timings in the rest vary by run)
+
+
 QUESTION = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"
 
 
@@ -345,16 +367,34 @@ def test_a_clicked_token_shows_its_alternatives_and_the_reply_continues_from_the
              what="the token panel to show the new reply")  # fmt: skip
 
 
-def test_look_inside_draws_the_reply_from_its_record_then_traces_and_fits_the_page(page, demo_server, demo_lab):
+def set_number(driver, elem_id: str, value):
+    """Type `value` into a control's number box (a slider's, or a gr.Number) and leave it, as a user does."""
+    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
+    box.clear()
+    box.send_keys(str(value), Keys.TAB)
+
+
+def look_note(driver) -> str:
+    return driver.find_element(By.ID, "look-note").get_attribute("textContent")
+
+
+def traced_window(note: str) -> int | None:
+    """How many positions a traced view's note says it shows (None: not a traced view's note)."""
+    if "so the conversation was traced" not in note or "showing positions " not in note:
+        return None
+    first, last = note.split("showing positions ")[1].split(" ")[0].rstrip(".,;").split("..")
+    return int(last) - int(first) + 1
+
+
+def test_look_inside_draws_on_open_and_on_every_change_and_fits_the_page(page, demo_server, demo_lab):
     arch = demo_lab.arch
-    tab(page, "Look inside")
     start = demo_server.lab.forwards
-    page.find_element(By.ID, "look-btn").click()
+    tab(page, "Look inside")  # no button to press: it draws as it opens
     wait_for(lambda: len(page.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 2, what="the figures")
     layer = inside.default_layer(arch)
     wait_for(lambda: f"Layer {layer}: where each new token looked" in page.page_source, what="the reply's attention")
-    note = wait_for(lambda: page.find_element(By.ID, "look-note").text, what="the note")
-    assert "no forward pass ran" in note and demo_server.lab.forwards == start  # drawn from the record alone
+    wait_for(lambda: "no forward pass ran" in look_note(page), what="the note: drawn from the record")
+    assert demo_server.lab.forwards == start  # drawn from the record alone
     assert "positions=" not in page.find_element(By.TAG_NAME, "body").text  # no Python hints for a web visitor
     assert "Logit lens" in page.page_source
     sizes = page.execute_script(
@@ -365,37 +405,136 @@ def test_look_inside_draws_the_reply_from_its_record_then_traces_and_fits_the_pa
     if os.environ.get("QWEN2_LAB_SCREENSHOT"):
         page.save_screenshot(str(Path(os.environ["QWEN2_LAB_SCREENSHOT"]).with_suffix(".inside.png")))
 
-    # the controls: layer 0 (not recorded: the conversation is traced), a window of 8 positions
-    for elem_id, value in [("look-layer", 0), ("look-window", 8)]:
-        number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
-        number.clear()
-        number.send_keys(str(value), Keys.TAB)
-    page.find_element(By.ID, "look-btn").click()
-    wait_for(lambda: "Layer 0 attention" in page.page_source, what="layer 0's attention")
-    note = wait_for(lambda: (n := page.find_element(By.ID, "look-note").text) and "positions" in n and n)
-    assert "so the conversation was traced" in note and "shows the most structure" in note
-    first, last = (int(p) for p in note.split("showing positions ")[1].split(" ")[0].split(".."))
-    assert last - first + 1 == 8
+    # every change redraws: layer 0 (not recorded: the conversation is traced), then a window of 8 positions
+    set_number(page, "look-layer", 0)
+    wait_for(lambda: "Layer 0 attention" in page.page_source, what="layer 0's attention, without a button")
+    set_number(page, "look-window", 8)
+    wait_for(lambda: traced_window(look_note(page)) == 8, what="the traced window of 8 positions")
+    assert "shows the most structure" in look_note(page)
+    set_number(page, "look-layer", layer)  # back to the recorded layer and window, for the next test
+    set_number(page, "look-window", inside.WINDOW)
+    wait_for(lambda: "no forward pass ran" in look_note(page), what="the record drawn again")
     tab(page, "Chat")
+
+
+# Each heatmap's row categories, the categories its row axis lists, and each row's weight on the first position:
+# what reached the page, from plotly's graph div (gd.data, gd.layout); z arrives as base64 (plotly.py's typed arrays).
+PLOTTED_ROWS_JS = """
+const gd = document.querySelector('#attention-plot .js-plotly-plot');
+return gd.data.map((t, i) => {
+  let z = t.z;
+  if (z.bdata) {
+    const bytes = Uint8Array.from(atob(z.bdata), c => c.charCodeAt(0));
+    const flat = z.dtype === 'f4' ? new Float32Array(bytes.buffer) : new Float64Array(bytes.buffer);
+    const [n, k] = String(z.shape).split(',').map(Number);
+    z = Array.from({length: n}, (_, r) => Array.from(flat.slice(r * k, (r + 1) * k)));
+  }
+  return [t.y, gd.layout['yaxis' + (i ? i + 1 : '')].categoryarray, z.map(row => row[0])];
+});
+"""
+
+
+def plotted_rows(driver) -> list[tuple[list, list, list]]:
+    return driver.execute_script(PLOTTED_ROWS_JS)
+
+
+def test_a_long_reply_fills_every_row_and_look_inside_clears_after_a_new_reply(page, demo_lab):
+    """The bundled model's 'Gaokao set filter (English)' example: a reply longer than Look inside's window, so the
+    window starts past step 0. Every row reaches the page as a category of its axis, with its weights."""
+    label = "Gaokao set filter (English)"
+    tab(page, "Chat")
+    clear_chat(page)
+    click_example(page, label)
+    prompt = next(e["prompt"] for e in examples.examples(demo_lab) if e["label"] == label)
+    gen = default_generation(demo_lab, prompt, **inside.record_options(demo_lab.arch))
+    assert len(gen.steps) > inside.WINDOW, "the example's reply must be longer than the window"
+    watch_reply(page, gen.text, 1)
+    wait_for(lambda: chat_input(page).is_enabled(), what="the reply to end")
+    tab(page, "Look inside")
+    n = len(gen.steps)
+    wait_for(lambda: f"showing tokens {n - inside.WINDOW}..{n - 1}" in look_note(page), what="the long reply drawn")
+    shown = [str(i) for i in range(n - inside.WINDOW, n)]
+    for rows, categories, first_key in wait_for(lambda: plotted_rows(page), what="the attention figure"):
+        assert rows == categories == shown, "rows drawn against other rows' labels, or not at all"
+        assert all(w is not None and w == w for w in first_key), "an empty row"  # (NaN != NaN)
+    tab(page, "Chat")
+    send(page, "1+1=")
+    watch_reply(page, default_reply(demo_lab, "1+1=", [{"role": "user", "content": prompt},
+                                                       {"role": "assistant", "content": gen.text.strip()}]), 2)  # fmt: skip
+    assert look_note(page).strip() == inside.EMPTY  # the old reply's figures are gone as the new turn starts
+    assert not page.find_elements(By.CSS_SELECTOR, "#attention-plot .js-plotly-plot")
+    tab(page, "Look inside")
+    wait_for(lambda: "no forward pass ran" in look_note(page) and "showing tokens" in look_note(page),
+             what="the new reply drawn as the tab opens")  # fmt: skip
+    tab(page, "Chat")
+
+
+# Where the longest of the given texts would end in the What if menu's box (the box's font and left padding), and
+# where the menu's arrow begins.
+MENU_TEXT_JS = """
+const menu = document.querySelector('#what-if-kind'), input = menu.querySelector('input');
+const style = getComputedStyle(input), ctx = document.createElement('canvas').getContext('2d');
+ctx.font = style.font;
+const longest = Math.max(...arguments[0].map(t => ctx.measureText(t).width));
+return [input.getBoundingClientRect().left + parseFloat(style.paddingLeft) + longest,
+        menu.querySelector('.icon-wrap').getBoundingClientRect().left];
+"""
+
+
+def choose(driver, elem_id: str, text: str):
+    """Pick the option that reads `text` in a dropdown, as a user does."""
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    click_text(driver, "ul li.item", text)
 
 
 def test_what_if_a_head_is_off_shows_both_answers_and_where_they_part(page, demo_lab):
     """The chat's last reply is the continued one; What if regenerates its prompt with head 2 of layer 1 off."""
+    tab(page, "Chat")
+    clear_chat(page)
+    send(page, QUESTION)
     gen, k, token = continued(demo_lab)
-    branch = gen.branch(k, token)
+    watch_reply(page, gen.text, 1)
+    wait_for(lambda: chat_input(page).is_enabled(), what="the reply to end")
     tab(page, "What if")
     for elem_id, value in [("what-if-layer", 1), ("what-if-which", 2)]:
-        number = page.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
-        number.clear()
-        number.send_keys(str(value), Keys.TAB)
+        set_number(page, elem_id, value)
     page.find_element(By.ID, "what-if-btn").click()
     edited = default_generation(demo_lab, QUESTION, edits=edits.zero_heads(1, [2]))
     after = wait_for(lambda: page.find_element(By.CSS_SELECTOR, "#what-if-after textarea").get_attribute("value"),
                      what="the changed answer")  # fmt: skip
     assert after == edited.text
-    assert page.find_element(By.CSS_SELECTOR, "#what-if-before textarea").get_attribute("value") == branch.text
+    assert page.find_element(By.CSS_SELECTOR, "#what-if-before textarea").get_attribute("value") == gen.text
     note = page.find_element(By.ID, "what-if-note").text
-    assert letters(note) == letters(whatif.note(branch, edited, "layer 1: query head 2 off"))
+    assert letters(note) == letters(whatif.note(gen, edited, edits.zero_heads(1, [2]).label))
+
+    # a refused input: its message, and the last result stays, with no error mark on it
+    set_number(page, "what-if-which", 99)
+    page.find_element(By.ID, "what-if-btn").click()
+    wait_for(lambda: "out of range" in " ".join(texts(page, ".toast-body")), what="the refusal's message")
+    time.sleep(0.5)
+    marks = [t for t in page.find_elements(By.CSS_SELECTOR, "[data-testid=status-tracker]")
+             if t.is_displayed() and "Error" in t.text]  # fmt: skip
+    assert not marks, "a refused input left an error mark on the page"
+    assert page.find_element(By.CSS_SELECTOR, "#what-if-after textarea").get_attribute("value") == edited.text
+    tab(page, "Chat")
+
+
+def test_what_if_shows_the_inputs_the_change_reads_and_its_menu_fits_at_800px(page, demo_lab):
+    tab(page, "What if")
+    ids = ("what-if-layer", "what-if-which", "what-if-theta")
+    shown = lambda: [any(e.is_displayed() for e in page.find_elements(By.ID, i)) for i in ids]  # noqa: E731
+    wait_for(lambda: shown() == [True, True, False], what="a head's inputs: layer and which")
+    choose(page, "what-if-kind", whatif.KINDS["rope_theta"])
+    wait_for(lambda: shown() == [False, False, True], what="RoPE theta's input alone")
+    words = [w for w, _ in whatif.kind_choices(demo_lab.arch)]
+    for width in (1280, 800):
+        page.set_window_size(width, 900)
+        time.sleep(0.3)
+        text_end, arrow = page.execute_script(MENU_TEXT_JS, words)
+        assert text_end <= arrow, f"at {width} px the Change menu's longest text ends at {text_end}px, under its arrow"
+    page.set_window_size(1280, 1400)
+    choose(page, "what-if-kind", whatif.KINDS["head"])
+    wait_for(lambda: shown() == [True, True, False], what="a head's inputs again")
     tab(page, "Chat")
 
 

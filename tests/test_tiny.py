@@ -313,6 +313,20 @@ def test_example_prompts_are_held_out_or_reserved():
     assert len(examples) == 1 + 2 * 2 * len(C.TASKS) and all(prompt in held for prompt, _ in examples)
 
 
+@pytest.mark.parametrize("kind", ["tiny", "tiny-moe"])
+def test_each_checkpoint_ships_the_demos_examples_with_their_answers(kind):
+    """examples.json is what `qwen2_lab.tiny.shipped.make` writes (the demo reads it instead of regenerating), and
+    each answer is the right one: its final answer is the problem's, computed from the held-out problem."""
+    from qwen2_lab.tiny import shipped as examples
+
+    shipped = examples.read(bundled_path(kind))
+    assert shipped == examples.make() and [(e["prompt"], e["label"]) for e in shipped] == C.example_prompts()
+    problems = {p.prompt: p for p in C.held_out(50) + C.reserved_problems()}
+    for e in shipped:
+        assert problems[e["prompt"]].is_correct(e["answer"]) and examples.is_right(e["answer"], e)
+        assert not examples.is_right(e["answer"] + "\nA∩B={99}", e)
+
+
 # ---- the recipe --------------------------------------------------------------------------------------------------
 
 

@@ -13,12 +13,12 @@ trained phrasings, unseen phrasings, range corners), one-digit against multi-dig
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
 from .curriculum import SLICE_LABELS, SLICES, TASKS, Problem, beyond, held_out, reserved_problems, slices
+from .shipped import score_range, shipped_scores  # noqa: F401  (what the notebooks and docs read from here)
 
 DEFAULT_N = 300
 DEFAULT_BEYOND = 50
@@ -76,19 +76,6 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -
     return {"scores": {t: counts[t]["all"][0] / counts[t]["all"][1] for t in TASKS}, "slices": counts,
             "n_per_task": n_per_task, "seconds": round(time.time() - start, 1), "wrong_examples": wrong_examples,
             "reserved": asked, "beyond": outside_counts}  # fmt: skip
-
-
-def shipped_scores(name: str) -> dict[str, float]:
-    """{task: accuracy} measured when bundled checkpoint `name` was made (its training.json, as its model card says)."""
-    from ..loading import bundled_path
-
-    return json.loads((bundled_path(name) / "training.json").read_text())["eval"]["scores"]
-
-
-def score_range(name: str) -> str:
-    """'85-92%': the lowest and highest per-task accuracy measured for bundled model `name`."""
-    scores = sorted(shipped_scores(name).values())
-    return f"{100 * scores[0]:.0f}-{100 * scores[-1]:.0f}%"
 
 
 def cell(right: int, asked: int) -> str:

@@ -118,9 +118,11 @@ def init_model(kind: str, tokenizer, seed: int = SEED):
 
 
 def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, results: dict | None = None) -> Path:
-    """Write the checkpoint folder: weights, configs, tokenizer, training.json (if trained) and the model card."""
+    """Write the checkpoint folder: weights, configs, tokenizer, training.json (if trained), the web demo's examples
+    and the model card."""
     from transformers import GenerationConfig
 
+    from . import shipped
     from .card import model_card
 
     config = model.config
@@ -136,6 +138,7 @@ def save(model, tokenizer, out: Path, kind: str, history: dict | None = None, re
     tokenizer.save_pretrained(out)
     if history is not None:
         (out / "training.json").write_text(json.dumps({**history, "eval": results}, ensure_ascii=False, indent=1))
+    shipped.write(out)
     size = sum(f.stat().st_size for f in out.iterdir() if f.name != "README.md") / 2**20
     (out / "README.md").write_text(model_card(kind, config, history, results, size))
     return out

@@ -296,18 +296,18 @@ def draw_generated_attention(d: GeneratedAttention) -> go.Figure:
     keys, rows = position_keys(d.keys), position_keys(d.steps)
     fig = subplots(rows=G, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                    subplot_titles=[f"KV group {g}" for g in d.groups])  # fmt: skip
-    shown = list(range(K))
+    step_rows, key_labels = dict(zip(d.steps, d.rows)), dict(zip(d.keys, d.labels))  # the axes' categories: steps, keys
     for i in range(G):
         fig.add_trace(go.Heatmap(
             z=d.weights[i], x=keys, y=rows, colorscale=WEIGHT_SCALE, zmin=0, zmax=1, showscale=i == 0, name=f"KV group {d.groups[i]}",
             colorbar=dict(title="weight"), customdata=np.array([d.labels] * N, dtype=object),
             hovertemplate="step %{y}: reads %{customdata} (pos %{x})<br>weight %{z:.3f}<extra></extra>",
         ), row=i + 1, col=1)  # fmt: skip
-        fig.update_yaxes(row=i + 1, col=1, title_text="choosing", **token_axis(d.rows, list(range(N)), reverse=True))
+        fig.update_yaxes(row=i + 1, col=1, title_text="choosing", **token_axis(step_rows, d.steps, reverse=True))
         if d.keys[0] <= d.prompt_length - 1 < d.keys[-1]:
             fig.add_vline(x=d.prompt_length - d.keys[0] - 0.5, line=dict(color="#444", dash="dot", width=1),
                           row=i + 1, col=1)  # fmt: skip
-    fig.update_xaxes(row=G, col=1, title_text="position read (prompt | answer)", **token_axis(d.labels, shown))
+    fig.update_xaxes(row=G, col=1, title_text="position read (prompt | answer)", **token_axis(key_labels, d.keys))
     notes = [
         "each row: the attention that chose the token after the arrow, over every position before it (mean of the"
         " query heads sharing that KV head); the dotted line ends the prompt"

@@ -2,8 +2,9 @@
 
 The demo finds which of the Qwen2 launch's problems a conversation is about (the user's message holds its prompt,
 in Chinese or English), checks the latest reply against it, and, when code fails its tests, writes the message that
-sends the failure back so the model can repair its own code, as Qwen2 did at its launch. The Check panel's handlers
-(`check_last`, `auto_check`) and the `check_code` / `check_answer` API endpoints live here.
+sends the failure back so the model can repair its own code, as Qwen2 did at its launch. The Check panel (`build`:
+the last reply checked, a box to paste or edit code and check it, the failure sent back) and the `check_code` /
+`check_answer` API endpoints live here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import gradio as gr
 
 from qwen2_lab import checks
 from qwen2_lab.inputs import normalize_messages
+from qwen2_lab.loading import BUNDLED
+
+from .serving import PRIVATE, QUICK, refused
 
 AUTO = "auto"  # the problem dropdown's "find it in the chat" choice
 WAITING = "Math answers are checked as soon as the model finishes; press *Check* for code."  # the panel at rest
@@ -106,7 +110,7 @@ def checked(text: str, problem_id: str, code: bool) -> dict:
     problems of that kind."""
     kind = [p for p in problem_prompts() if is_code(p) == code]
     if problem_id not in kind:
-        raise gr.Error(f"{problem_id!r} is not a {'code' if code else 'math'} problem; the ones there are: {kind}")
+        raise refused(f"{problem_id!r} is not a {'code' if code else 'math'} problem; the ones there are: {kind}")
     result = check(text, problem_id)
     return {"problem": problem_id, "passed": bool(result.passed), "report": result.report}
 
@@ -125,3 +129,78 @@ def check_answer_endpoint(text: str, problem_id: str = "gaokao-2024-set") -> dic
     Returns {"problem", "passed", "report"}.
     """
     return checked(text, problem_id, code=False)
+
+
+# ---- the panel ---------------------------------------------------------------------------------------------------
+
+CODE_PROBLEM = "leetcode-34"  # the launch's code problem: what the code box is checked against
+STARTER = """class Solution:
+    def searchRange(self, nums: list[int], target: int) -> list[int]:
+        # Right, but it reads every element: the check asks for O(log n). Make it a binary search.
+        hits = [i for i, x in enumerate(nums) if x == target]
+        return [hits[0], hits[-1]] if hits else [-1, -1]
+"""
+BUNDLED_NOTE = (
+    "The bundled toy model writes no code: its answers to LeetCode 34 are walks through the list, not programs. So"
+    " the box starts with a solution to edit: it is right but reads every element. Check it, make it O(log n) and"
+    " check again; with a real Qwen2, the box fills with the code of its last reply, and *Send the failure back*"
+    " lets the model repair its own code, as Qwen2 did at its launch."
+)
+REAL_NOTE = "The box fills with the code of the model's last reply; paste or edit your own and check it."
+
+
+def sandbox_unavailable() -> str | None:
+    """Why code cannot be run here, or None when it can. The one place where the page asks whether the sandbox's
+    required layers are available, so that the code check fails closed; the sandbox offers no public question yet,
+    so every check runs (each run still refuses on its own when a layer it needs is missing)."""
+    return None
+
+
+def check_box(code: str):
+    """The code box checked against LeetCode 34's tests: (report, failure to send back)."""
+    why = sandbox_unavailable()
+    if why:
+        return f"**Code cannot be checked here**: {why}", ""
+    if not (code or "").strip():
+        return "The code box is empty: paste or write a solution first.", ""
+    result = check(code, CODE_PROBLEM)
+    return report_markdown(result, CODE_PROBLEM), "" if result.passed else result.report
+
+
+def reply_code(history, current: str) -> str:
+    """The code box after a reply: the reply's code when it has some, else what the box held."""
+    reply = last_reply(history)
+    code = checks.extract_code(reply) if reply else None
+    return code or current
+
+
+def build(lab, page) -> None:
+    """Check: the last reply against its problem, a box with code to check, and the failure sent back as the next
+    message (a turn like any other: `page.answer`)."""
+    failure = gr.State("")
+    with gr.Group():
+        with gr.Row():
+            problem = gr.Dropdown(
+                [("Find it in the chat", AUTO)] + [(pid, pid) for pid in problem_prompts()],
+                value=AUTO, label="Problem to check against", scale=2,
+            )  # fmt: skip
+            check_btn = gr.Button("Check the last reply", elem_id="check-btn", variant="primary", scale=1)
+            send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
+        report = gr.Markdown(WAITING, elem_id="check-report")
+    with gr.Accordion("Your code: paste or edit a LeetCode 34 solution and check it", open=False, elem_id="code-panel"):
+        gr.Markdown(BUNDLED_NOTE if lab.name in BUNDLED else REAL_NOTE, elem_id="code-note")
+        code = gr.Code(STARTER, language="python", interactive=True, elem_id="code-box", show_label=False)
+        code_btn = gr.Button("Check the code", elem_id="check-code-btn", variant="primary")
+
+    def send_back(failure, history, *settings):
+        if not failure:
+            raise refused("There is no failed check to send back: check a reply or the code box first.")
+        return page.checked_turn(failure_message(failure), history, *settings)
+
+    page.answer(send_btn.click(send_back, [failure, page.chatbot, *page.settings], page.turn, **QUICK),
+                page.stream_reply, [page.chatbot, page.record, *page.settings])  # fmt: skip
+    page.after_reply(auto_check, [page.chatbot, problem], [report, failure])
+    page.after_reply(reply_code, [page.chatbot, code], code, queue=False)
+    page.chatbot.clear(lambda: (WAITING, ""), None, [report, failure], queue=False, **PRIVATE)
+    check_btn.click(check_last, [page.chatbot, problem], [report, failure], **PRIVATE)
+    code_btn.click(check_box, code, [report, failure], **QUICK)

@@ -4,7 +4,7 @@ alternatives, and continue the reply from there with one of them.
 The page keeps the reply's `Generation` (qwen2_lab/generate.py) in the session. Each of its steps recorded the
 chosen token's probability under the raw distribution (softmax of the logits) and under the one the token was drawn
 from (after repetition penalty, temperature, top-k and top-p), and the best `TOP` candidates of both. No [V]-sized
-logits and no KV cache are kept: continuing from token k (`Generation.fork`) reads the prompt and the k tokens kept
+logits and no KV cache are kept: continuing from token k (`Generation.branch`) reads the prompt and the k tokens kept
 in one forward pass, then generates on, token by token.
 """
 
@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import chat
 import gradio as gr
 
-TOP = 5  # candidates recorded per token: the alternatives a click shows
+from qwen2_lab import viz
+
+from . import chat, inside
+from .chat import TOP
+from .serving import PRIVATE, QUICK, refusals, refused, unlisted
+
 BINS = [(0.9, "90% or more"), (0.5, "50 to 90%"), (0.2, "20 to 50%"), (0.0, "under 20%")]  # (lowest p, label)
 COLORS = {"90% or more": "#d9ef8b", "50 to 90%": "#fee08b", "20 to 50%": "#fdae61", "under 20%": "#f46d43"}
 HINT = "Click a token of the reply to see the tokens the model weighed there."
@@ -83,22 +87,68 @@ def checked_fork(gen, step, token, history):
     """`gen` continued from token `step` with `token` instead, checked and not run yet (`Generation.branch(..., finish=False)`); or a
     gr.Error saying what is missing. `history` must end with gen's reply."""
     if gen is None or not gen.steps:
-        raise gr.Error("There is no reply to continue: chat first, then click a token of the reply.")
+        raise refused("There is no reply to continue: chat first, then click a token of the reply.")
     if not history or history[-1].get("role") != "assistant":
-        raise gr.Error("The chat does not end with the reply to continue: ask again, then click one of its tokens.")
+        raise refused("The chat does not end with the reply to continue: ask again, then click one of its tokens.")
     if step is None:
-        raise gr.Error("Click a token of the reply first: the reply continues from the token you click.")
+        raise refused("Click a token of the reply first: the reply continues from the token you click.")
     if token is None:
-        raise gr.Error("Pick the token to continue with, among the alternatives shown.")
+        raise refused("Pick the token to continue with, among the alternatives shown.")
     try:
         return gen.branch(int(step), int(token), finish=False)
     except (IndexError, ValueError, TypeError) as e:
-        raise gr.Error(f"Cannot continue from token {step!r} with token id {token!r}: {e}") from None
+        raise refused(f"Cannot continue from token {step!r} with token id {token!r}: {e}") from None
 
 
+@refusals
 def continue_reply(gen, step, token, history) -> Iterator[tuple[list[dict], object]]:
     """The chat's last reply generated again from token `step` on, with `token` there: the tokens before it kept,
     the rest generated anew with the same settings. Yields (the chat with the new reply growing in place of the
     old, the new Generation)."""
     fork = checked_fork(gen, step, token, history)
     yield from chat.grow(list(history[:-1]), fork)
+
+
+# ---- the panel ------------------------------------------------------------------------------------------------
+
+
+def build(lab, page) -> None:
+    """The reply with each token coloured by its probability; under it, what a clicked token weighed, and continue
+    the reply from there with another token (a turn like any other: `page.answer`)."""
+    with gr.Accordion("The last reply, token by token: how sure the model was", open=False, elem_id="tokens-panel"):
+        confidence_view = gr.HighlightedText(
+            label="Each token coloured by its probability (raw, when it was chosen); click one", elem_id="confidence",
+            color_map=COLORS, show_legend=True, combine_adjacent=False, interactive=False,
+        )  # fmt: skip
+        note = gr.Markdown(HINT, elem_id="token-note")
+        candidates = gr.Plot(show_label=False, elem_id="token-candidates")
+        alternatives = gr.Radio([], label="Continue with", elem_id="alternatives")
+        continue_btn = gr.Button("Continue from here with this token", elem_id="continue-btn")
+    step, token = gr.Number(visible=False, precision=0), gr.Number(visible=False, precision=0)
+    outputs = [confidence_view, step, note, candidates, alternatives]
+
+    def pick(gen, clicked: gr.SelectData):
+        if gen is None or not 0 <= clicked.index < len(gen.steps):
+            raise refused("That reply is gone: ask again, then click a token of the new reply.")
+        words, choices, offered = details(gen, clicked.index)
+        figure = inside.fit_width(viz.candidates(gen, clicked.index))
+        return clicked.index, words, figure, gr.Radio(choices=choices, value=offered)
+
+    def from_token(gen, step, token, history):
+        checked_fork(gen, step, token, history)
+        return history
+
+    continued = [page.gen, step, token, page.chatbot]
+    page.answer(continue_btn.click(from_token, continued, page.turn, **QUICK), continue_reply, continued,
+                **unlisted("continue_reply"))  # fmt: skip
+    page.on_turn(lambda: (None, HINT), None, [confidence_view, note], queue=False)  # (the clicked step stays)
+    page.after_reply(shown, page.gen, outputs, queue=False)
+    page.chatbot.undo(lambda: shown(None), None, outputs, queue=False, **PRIVATE)
+    page.chatbot.clear(lambda: shown(None), None, outputs, queue=False, **PRIVATE)
+    confidence_view.select(pick, page.gen, [step, note, candidates, alternatives], **QUICK)
+    alternatives.change(lambda token: token, alternatives, token, queue=False, **PRIVATE)
+
+
+def shown(gen) -> tuple:
+    """The panel for the reply `gen` (None: empty), before any token is clicked."""
+    return confidence(gen), None, HINT, None, gr.Radio(choices=[], value=None)

@@ -1,10 +1,10 @@
-"""The web demo, tested as its users use it: the chat generators on the bundled model, the Check panel and Look
-inside, then the app itself, served on a free loopback port (the `demo_server` fixture in tests/conftest.py) and
-driven through `gradio_client` (streaming chat, the check endpoints, bad requests, a client that leaves mid-stream,
-more clients than the queue holds). The page in a real browser: tests/test_demo_browser.py.
+"""The web demo's chat panel (demo/lab_demo/chat.py) and its serving: the chat generators on the bundled model,
+the examples and the verdict on a reply to one, then the app served on a free loopback port (the `demo_server`
+fixture in tests/conftest.py) and driven through `gradio_client` (streaming chat, bad requests, a client that leaves
+mid-stream, more clients than the queue holds). The page in a real browser: tests/test_demo_browser.py.
 
 Nothing here depends on what the bundled model says: each reply is compared with transformers' own `generate` on
-the same chat, and the code checks are fed known-good and known-bad code.
+the same chat.
 """
 
 from __future__ import annotations
@@ -14,21 +14,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-import app
-import chat
-import check
 import gradio as gr
-import inside
-import numpy as np
 import pytest
 import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError, Status
+from lab_demo import chat, check, examples
 from transformers import GenerationConfig
 
-import qwen2_lab
-from qwen2_lab import viz
 from qwen2_lab.facts import DEFAULT_SYSTEM_PROMPT
 from qwen2_lab.tiny.curriculum import example_prompts
 from qwen2_lab.tiny.evaluate import score_range
@@ -36,22 +30,8 @@ from qwen2_lab.tiny.evaluate import score_range
 from .helpers import wait_for, wait_until_still
 
 GREEDY = (DEFAULT_SYSTEM_PROMPT, 0.0, 1.0, 0, 48, 1.0)  # system, temperature, top_p, top_k, max new, rep. penalty
+
 PROMPT = check.problem_prompts()["gaokao-2024-set"]["zh"]
-GOOD_CODE = """
-class Solution:
-    def searchRange(self, nums, target):
-        import bisect
-        lo = bisect.bisect_left(nums, target)
-        if lo == len(nums) or nums[lo] != target:
-            return [-1, -1]
-        return [lo, bisect.bisect_right(nums, target) - 1]
-"""
-SCAN_CODE = """Here is my answer:
-```python
-def searchRange(nums, target):
-    hits = [i for i, x in enumerate(nums) if x == target]
-    return [hits[0], hits[-1]] if hits else [-1, -1]
-```"""
 
 
 def expected_reply(lab, message, history=(), settings=GREEDY) -> str:
@@ -96,7 +76,7 @@ def test_reply_and_api_turn_grow_the_conversation(demo_lab):
     assert chat.checked(demo_lab, history, *GREEDY) == history  # checked before the model runs
     with pytest.raises(gr.Error, match="no message to answer"):
         chat.checked(demo_lab, earlier, *GREEDY)
-    with pytest.raises(gr.Error, match="temperature must lie between"):
+    with pytest.raises(gr.Error, match="temperature must be <= 2"):
         chat.checked(demo_lab, history, None, 5.0, 1.0, 0, 48, 1.0)
     with pytest.raises(gr.Error, match="no message to answer"):
         next(chat.reply(demo_lab, earlier, *GREEDY))
@@ -163,20 +143,34 @@ def test_generation_kwargs_sample_only_when_asked(demo_lab):
         ("  \n ", GREEDY, "empty"),
         ("x" * (chat.MAX_MESSAGE_CHARS + 1), GREEDY, "at most 16,000"),
         ("1 " * 4000, GREEDY[:4] + ("{limit}", 1.0), "context window of {window:,}"),
-        ("hi", (None, -1.0, 1.0, 0, 48, 1.0), "temperature must lie between"),
+        ("hi", (None, -1.0, 1.0, 0, 48, 1.0), "temperature must be >= 0"),
         ("hi", (None, "hot", 1.0, 0, 48, 1.0), "temperature must be a number"),
         ("hi", (None, float("nan"), 1.0, 0, 48, 1.0), "temperature"),
-        ("hi", (None, 0.7, 0.0, 0, 48, 1.0), "top_p must lie between"),
+        ("hi", (None, 0.7, 0.0, 0, 48, 1.0), "top_p must be >= 0.01"),
         ("hi", (None, 0.7, 1.0, 2.5, 48, 1.0), "top_k must be a whole number"),
-        ("hi", (None, 0.7, 1.0, 0, 0, 1.0), "max_new_tokens must lie between 1 and {limit}"),
+        ("hi", (None, 0.7, 1.0, 0, 0, 1.0), "max_new_tokens must be >= 1"),
+        ("hi", (None, 0.7, 1.0, 0, "{limit+1}", 1.0), "max_new_tokens must be <= {limit}"),
         ("hi", (None, 0.7, 1.0, 0, 48, None), "repetition_penalty must be a number"),
     ],
 )
 def test_bad_requests_get_a_clear_message(demo_lab, message, settings, match):
     limit, window = chat.max_new_tokens_limit(demo_lab), demo_lab.arch.max_position
-    settings = tuple(limit if s == "{limit}" else s for s in settings)
+    settings = tuple(
+        {"{limit}": limit, "{limit+1}": limit + 1}.get(s, s) if isinstance(s, str) else s for s in settings
+    )
     with pytest.raises(gr.Error, match=match.format(limit=limit, window=window)):
         next(chat.respond(demo_lab, message, [], *settings))
+
+
+def test_a_refused_request_is_a_page_message_without_a_traceback(demo_lab):
+    """The library's InputError (here: a setting out of the page's bounds) reaches the page as its message alone:
+    a gr.Error that Gradio does not print with a traceback on the server's console."""
+    with pytest.raises(gr.Error, match="temperature must be <= 2") as refused:
+        next(chat.respond(demo_lab, "hi", [], None, 5.0, 1.0, 0, 8, 1.0))
+    assert refused.value.print_exception is False
+    with pytest.raises(gr.Error, match="The message is empty") as refused:
+        chat.user_turn(" ", [])
+    assert refused.value.print_exception is False
 
 
 @pytest.mark.parametrize(
@@ -207,122 +201,38 @@ def test_stopping_the_reply_stops_generation(demo_lab, monkeypatch, start):
     assert threading.active_count() == threads
 
 
-# ---- the Check panel, Look inside, the banner -------------------------------------------------------------------
-
-
-def test_problem_is_found_in_the_chat_and_kept_across_the_repair_turn():
-    ask = check.problem_prompts()["leetcode-34"]["en"]
-    history = [
-        {"role": "user", "content": [{"type": "text", "text": "Please solve this:\n" + ask}]},
-        {"role": "assistant", "content": SCAN_CODE},
-        {"role": "user", "content": check.failure_message("Wrong Answer")},
-        {"role": "assistant", "content": GOOD_CODE},
-    ]
-    assert check.find_problem(history) == "leetcode-34"
-    assert check.last_reply(history) == GOOD_CODE
-    assert check.find_problem(history[:1] + [{"role": "user", "content": "hello"}]) == "leetcode-34"
-    assert check.find_problem([{"role": "user", "content": "hello"}]) is None
-
-
-def test_check_last_reply_and_send_back_text():
-    ask = check.problem_prompts()["leetcode-34"]["zh"]
-    history = [{"role": "user", "content": ask}, {"role": "assistant", "content": SCAN_CODE}]
-    report, failure = check.check_last(history, check.AUTO)
-    assert "**Failed** (leetcode-34)" in report and "O(log n)" in failure  # a scan reads every element
-    assert failure in check.failure_message(failure)
-    report, failure = check.check_last(history[:1] + [{"role": "assistant", "content": GOOD_CODE}], check.AUTO)
-    assert "**Passed**" in report and failure == ""
-    # math is checked as soon as the reply is complete; code waits for the button
-    math = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "所以 A∩B = {-1, 0}"}]
-    assert check.auto_check(math, check.AUTO)[0].startswith("**Passed** (gaokao-2024-set)")
-    assert "press *Check" in check.auto_check(history, check.AUTO)[0]
-    assert check.auto_check(history[:1], check.AUTO) == (check.WAITING, "")  # no reply yet
-
-
-def test_the_default_head_is_the_one_with_most_structure_in_the_window():
-    """Three heads on 6 positions: even causal attention, all weight on the first token (an attention sink), and
-    each query on the token before it. The last has the most structure; the sink none, since key 0 is set aside."""
-    S = 6
-    even = torch.tril(torch.ones(S, S)) / torch.arange(1, S + 1)[:, None]
-    sink = torch.zeros(S, S)
-    sink[:, 0] = 1
-    previous = torch.zeros(S, S)
-    previous[0, 0] = 1
-    previous[torch.arange(1, S), torch.arange(S - 1)] = 1  # query i reads key i - 1
-    pattern = torch.stack([even, sink, previous])  # (3, S, S)
-    head, scores = inside.default_head(pattern, range(S))
-    assert head == 2 and torch.equal(scores, viz.head_structure(pattern, range(S))) and scores[1] == 0
-    assert inside.default_head(pattern, range(3, 6))[0] == 2  # a window: queries and keys 3..5 only
-    assert inside.default_head(pattern, [0])[0] == 0  # the first token alone: nothing to compare, no error
-
-
-def test_shown_positions_end_where_asked():
-    assert inside.shown_positions(100, 24, 0) == (range(76, 100), 0)
-    assert inside.shown_positions(100, 24, 10) == (range(66, 90), 10)
-    assert inside.shown_positions(10, 24, 0) == (range(0, 10), 0)
-    assert inside.shown_positions(10, 24, 50) == (range(0, 1), 9)  # further back than the chat: its first token
-
-
-@pytest.mark.parametrize("name", ["tiny", "tiny-moe"])
-def test_look_inside_opens_on_a_middle_layer_the_last_tokens_and_the_most_structured_head(name):
-    lab = qwen2_lab.load(name)
-    arch = lab.arch
-    history = [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}, {"role": "assistant", "content": "2"}]
-    layer = inside.default_layer(arch)
-    assert 0 < layer < arch.n_layers - 1 and (layer in arch.moe_layers or not arch.is_moe)
-    attention, lens, routing, note = inside.look_inside(lab, history, layer, system_prompt="Be brief.")
-    ids = lab.encode([{"role": "system", "content": "Be brief."}, *history])  # the chat with the system prompt it had
-    assert len(ids) > inside.WINDOW
-    pattern = lab.trace(ids, sites=[f"layers.{layer}.attn.pattern"])[f"layers.{layer}.attn.pattern"]
-    last = range(len(ids) - inside.WINDOW, len(ids))
-    head, _ = inside.default_head(pattern, last)
-    group = head // arch.group_size
-    assert len(attention.data) == arch.group_size  # that head's KV group, one heatmap per query head
-    for h, trace in zip(range(group * arch.group_size, (group + 1) * arch.group_size), attention.data):
-        assert torch.equal(torch.tensor(np.asarray(trace.z)), pattern[h][-inside.WINDOW :, -inside.WINDOW :])
-    assert np.asarray(lens.data[0].z).shape == (arch.n_layers, inside.WINDOW)
-    assert (routing is not None) == arch.is_moe
-    assert f"conversation's {len(ids)} tokens" in note and f"head {head} (KV group {group})" in note
-    titles = [f.layout.title.text + f.layout.title.subtitle.text for f in (attention, lens)]  # notes: the subtitle
-    assert "positions=" not in note + "".join(titles)  # no Python hints
-
-
-def test_look_inside_controls(demo_lab):
-    arch = demo_lab.arch
-    history = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "2"}]
-    attention, lens, _, note = inside.look_inside(demo_lab, history, 0, group=1, window=8, back=5)
-    n = len(inside.conversation_ids(demo_lab, history)[0])
-    assert [t.name for t in attention.data] == [f"head {h}" for h in range(arch.group_size, 2 * arch.group_size)]
-    assert [int(p) for p in lens.data[0].y] == list(range(n - 13, n - 5))  # the lens: a row per position
-    assert "ending 5 tokens before the last" in note
-    for kwargs, match in [
-        (dict(layer=arch.n_layers), f"layer must lie in 0..{arch.n_layers - 1}"),
-        (dict(layer=0, group=arch.n_kv_heads), "KV group must lie in"),
-        (dict(layer=0, window=0), "window must lie in"),
-        (dict(layer="x"), "layer must be a whole number"),
-    ]:
-        with pytest.raises(gr.Error, match=match):
-            inside.look_inside(demo_lab, history, **kwargs)
-    with pytest.raises(gr.Error, match="nothing to look at"):
-        inside.look_inside(demo_lab, [], 0)
-
-
 def test_examples_and_banner_follow_the_model_that_runs(demo_lab):
-    assert app.examples(demo_lab) == example_prompts()  # bundled: the kinds of problems it was trained on
-    banner = app.banner(demo_lab)
+    shown = examples.examples(demo_lab)  # read from the checkpoint's examples.json
+    assert [(e["prompt"], e["label"]) for e in shown] == example_prompts()  # bundled: the kinds it was trained on
+    assert all(e["answer"] for e in shown)  # each with its answer, to check the reply against
+    banner = examples.banner(demo_lab)
     assert "bundled model `tiny`" in banner and "four kinds of problems" in banner
     assert "--model Qwen/Qwen2-0.5B-Instruct" in banner  # and how to run a real one
     assert f"answers {score_range('tiny')} right" in banner  # the model card's measured numbers
     real = SimpleNamespace(name="Qwen/Qwen2-7B-Instruct", arch=demo_lab.arch)
-    launch = [(p, label) for p, label in app.examples(real) if label.split(" ")[0] in check.problem_prompts()]
-    assert {p for p, _ in launch} == {p for by_lang in check.problem_prompts().values() for p in by_lang.values()}
-    assert "three problems Qwen2 was launched with" in app.banner(real) and "bundled" not in app.banner(real)
+    launch = [e["prompt"] for e in examples.examples(real) if e["label"].split(" ")[0] in check.problem_prompts()]
+    assert set(launch) == {p for by_lang in check.problem_prompts().values() for p in by_lang.values()}
+    assert "three problems Qwen2 was launched with" in examples.banner(real) and "bundled" not in examples.banner(real)
 
 
-def test_model_card(demo_lab):
-    card = app.model_card(demo_lab)
-    assert "`tiny` (bundled toy model)" in card and "`cpu`" in card and "`float32`" in card
-    assert app.count(demo_lab.arch.total_params) in card
+def test_a_reply_to_an_example_gets_a_verdict(demo_lab):
+    """Every example whose answer can be checked is checked: a bundled example against its shipped answer, a launch
+    math problem by qwen2_lab.checks; the code problem points to the code check; other replies get none."""
+    for example in examples.examples(demo_lab):
+        history = [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example["answer"]}]
+        assert examples.verdict(demo_lab, history).startswith("✅ **Right**"), example["label"]
+        history[-1]["content"] = example["answer"].rsplit("\n", 1)[0] + "\nA∩B={99}"
+        wrong = examples.verdict(demo_lab, history)
+        assert wrong.startswith("❌ **Wrong**") and example["answer"].splitlines()[-1] in wrong
+    assert examples.verdict(demo_lab, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]) == ""
+    assert examples.verdict(demo_lab, [{"role": "user", "content": example["prompt"]}]) == ""  # no reply yet
+    real = SimpleNamespace(name="Qwen/Qwen2-7B-Instruct", arch=demo_lab.arch)
+    math = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "所以 A∩B = {-1, 0}"}]
+    assert examples.verdict(real, math).startswith("✅ **Right** (gaokao-2024-set)")
+    math[-1]["content"] = "所以 A∩B = {-4, 4}"
+    assert examples.verdict(real, math).startswith("❌ **Wrong** (gaokao-2024-set)")
+    code = [{"role": "user", "content": check.problem_prompts()["leetcode-34"]["en"]}, math[-1]]
+    assert "is a code problem" in examples.verdict(real, code)
 
 
 # ---- the app, served and driven through gradio_client ---------------------------------------------------------
@@ -377,27 +287,10 @@ def test_chat_api_keeps_the_conversation_of_a_session(demo_client, demo_lab):
     assert demo_client.predict("2+2=", *GREEDY, api_name="/chat") == expected_reply(demo_lab, "2+2=")
 
 
-def test_check_code_reports_pass_and_fail(demo_client):
-    good = demo_client.predict(GOOD_CODE, "leetcode-34", api_name="/check_code")
-    assert good["passed"] is True and "LeetCode style" in good["report"]
-    scan = demo_client.predict(SCAN_CODE, "leetcode-34", api_name="/check_code")
-    assert scan["passed"] is False and "bare function" in scan["report"] and "O(log n)" in scan["report"]
-    broken = demo_client.predict("def searchRange(nums, target):\n    return nums[10**9]", "leetcode-34",
-                                 api_name="/check_code")  # fmt: skip
-    assert broken["passed"] is False and "IndexError" in broken["report"]
-    with pytest.raises(AppError, match="not a code problem"):
-        demo_client.predict(GOOD_CODE, "gaokao-2024-set", api_name="/check_code")
-    math = demo_client.predict("答案是 {-1, 0}", "gaokao-2024-set", api_name="/check_answer")
-    assert math["passed"] is True
-    assert demo_client.predict("答案是 {-1, 0}", api_name="/check_answer")["problem"] == "gaokao-2024-set"
-    with pytest.raises(AppError, match="not a math problem"):
-        demo_client.predict("{-1, 0}", "leetcode-34", api_name="/check_answer")
-
-
 def test_bad_requests_leave_the_server_serving(demo_client, demo_lab):
     for args, match in [
         (("",), "empty"),
-        (("hi", "", 5.0), "temperature must lie between 0.0 and 2.0"),
+        (("hi", "", 5.0), "temperature must be <= 2"),
         (("hi", "", "hot"), "temperature must be a number"),
         (("hi", "", 0.7, 1.0, 0, None), "max_new_tokens must be a number"),
         (("x" * (chat.MAX_MESSAGE_CHARS + 1),), "16,000"),

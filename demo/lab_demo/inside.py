@@ -14,11 +14,16 @@ every token label reads) and, for a trace, the KV group of the head with the mos
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import torch
 
 from qwen2_lab import viz
+from qwen2_lab.inputs import number
 from qwen2_lab.trace import Trace
+
+from .serving import PRIVATE, on_model, refusals, refused, unlisted
 
 MAX_LOOK_TOKENS = 256  # the last this many tokens of a long chat are traced: the figures stay readable and quick
 LENS_TOP_K = 5
@@ -26,7 +31,13 @@ WINDOW = 24  # positions shown at first: the conversation's last 24 tokens
 MAX_WINDOW = viz.MAX_TOKENS  # the most positions one figure draws
 AUTO = "auto"  # the KV-group menu's "every group (recorded) / the group of the most structured head (traced)"
 ROUTING = ("router_probs", "topk_experts", "topk_weights", "shared_gate")  # the MoE sites moe_routing draws
+EMPTY = "Nothing to look at yet: chat first (or click an example); the figures draw as soon as there is a reply."
 MAX_LENS_COST = 1.0  # record the lens while generating by default when it adds at most one forward per token
+
+
+def chat_turns(history) -> list[dict]:
+    """The chat's user and assistant messages (what Look inside reads), as Gradio sends them."""
+    return [m for m in history or [] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
 
 
 def conversation_ids(lab, history, system_prompt: str | None = None, max_tokens: int = MAX_LOOK_TOKENS):
@@ -35,9 +46,9 @@ def conversation_ids(lab, history, system_prompt: str | None = None, max_tokens:
 
     Returns (ids, dropped): a long chat keeps its last `max_tokens` tokens, and `dropped` says how many went.
     """
-    turns = [m for m in history or [] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+    turns = chat_turns(history)
     if not turns:
-        raise gr.Error("There is nothing to look at yet: chat first (or click an example), then look inside.")
+        raise refused("There is nothing to look at yet: chat first (or click an example), then look inside.")
     system = [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
     ids = lab.encode(system + turns)  # (S,)
     dropped = max(0, len(ids) - max_tokens)
@@ -76,17 +87,7 @@ def default_head(pattern: torch.Tensor, positions) -> tuple[int, torch.Tensor]:
     return int(scores.argmax()), scores
 
 
-def number(name: str, value, lo: int, hi: int) -> int:
-    """A whole-number control's value, or a gr.Error that names the control and its range."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number, got {value!r}") from None
-    if not lo <= n <= hi:
-        raise gr.Error(f"{name} must lie in {lo}..{hi}, got {n}")
-    return n
-
-
+@refusals
 def look_inside(
     lab, history, layer, group=AUTO, window=WINDOW, back=0, system_prompt: str | None = None, gen=None
 ) -> tuple:
@@ -98,11 +99,11 @@ def look_inside(
     show; back: the window ends this many tokens before the last. system_prompt: the chat's.
     """
     arch = lab.arch
-    layer = number("layer", layer, 0, arch.n_layers - 1)
-    window = number("window", window, 1, MAX_WINDOW)
-    back = number("back", back, 0, MAX_LOOK_TOKENS - 1)
+    layer = number("layer", layer, low=0, high=arch.n_layers - 1, integer=True)
+    window = number("window", window, low=1, high=MAX_WINDOW, integer=True)
+    back = number("back", back, low=0, high=MAX_LOOK_TOKENS - 1, integer=True)
     if group != AUTO:
-        group = number("KV group", group, 0, arch.n_kv_heads - 1)
+        group = number("KV group", group, low=0, high=arch.n_kv_heads - 1, integer=True)
     if gen is not None and gen.steps and recorded_layer(gen) == layer:
         return look_at_record(lab, gen, layer, group, window, back)
     drawn, note = look_at_trace(lab, history, layer, group, window, back, system_prompt)
@@ -137,7 +138,7 @@ def draw(attention, lab, trace, layer: int, positions) -> tuple:
         routing = viz.moe_routing(trace, layer, positions=positions) if layer in lab.arch.moe_layers else None
         attention = attention()
     except ValueError as e:  # a figure's size limit, in its own words
-        raise gr.Error(str(e)) from None
+        raise refused(str(e)) from None
     return fit_width(attention), fit_width(lens), routing and fit_width(routing)
 
 
@@ -263,3 +264,47 @@ def head_note(arch, layer: int, head: int, score: float) -> str:
     if arch.is_moe and layer not in arch.moe_layers:
         note += f" Layer {layer} is a dense layer: pick an MoE layer ({list(arch.moe_layers)}) to see routing."
     return note
+
+
+# ---- the panel ---------------------------------------------------------------------------------------------------
+
+
+def build(lab, page, opened=None) -> None:
+    """Look inside: layer, KV group and position window as controls; figures at full width. It draws when its tab
+    is opened (`opened`: the tab) and whenever a control changes, and clears as a new turn starts, so what it
+    shows always matches the chat's last reply."""
+    arch = lab.arch
+    gr.Markdown(
+        "The chat's last reply drawn from what it recorded while it was generated (its new tokens' attention in one"
+        " layer, their logit lens, their MoE routing), with the same `qwen2_lab.viz` figures as the notebooks; for"
+        " another layer, or when the reply was not recorded, the conversation is traced once through the lab's"
+        f" step-by-step forward. It opens on a middle layer and the last {WINDOW} tokens, and redraws as you"
+        " change a control."
+    )
+    with gr.Row():
+        layer = gr.Slider(0, arch.n_layers - 1, default_layer(arch), step=1, label="Layer", elem_id="look-layer")
+        group = gr.Dropdown(
+            group_choices(arch), value=AUTO, label="KV group (its query heads are drawn)", elem_id="look-group",
+            info="auto: every group for a recorded reply; the most structured head's group for a traced conversation",
+        )  # fmt: skip
+        window = gr.Slider(1, MAX_WINDOW, WINDOW, step=1, label="Positions shown", elem_id="look-window")
+        back = gr.Slider(0, MAX_LOOK_TOKENS - 1, 0, step=1, label="Window ends this many tokens before the last",
+                         elem_id="look-back")  # fmt: skip
+    note = gr.Markdown(EMPTY, elem_id="look-note")
+    figures = [
+        gr.Plot(label="Attention, by the KV head the query heads share", elem_id="attention-plot"),
+        gr.Plot(label="Logit lens: each layer's best guess for the next token", elem_id="lens-plot"),
+        gr.Plot(label="MoE routing", visible=arch.is_moe, elem_id="routing-plot"),
+    ]
+
+    def look(history, gen, layer, group, window, back, system_prompt):
+        if not chat_turns(history):
+            return None, None, None, EMPTY  # nothing to draw yet: no error mark, the note says what to do
+        return look_inside(lab, history, layer, group, window, back, system_prompt, gen=gen)
+
+    controls = [page.chatbot, page.gen, layer, group, window, back, page.settings[0]]
+    triggers = [layer.change, group.change, window.change, back.change] + ([opened.select] if opened else [])
+    on_model(partial(gr.on, triggers), look, controls, [*figures, note], trigger_mode="always_last",
+             **unlisted("look_inside"))  # fmt: skip
+    page.on_turn(lambda: (None, None, None, EMPTY), None, [*figures, note], queue=False)
+    page.chatbot.clear(lambda: (None, None, None, EMPTY), None, [*figures, note], queue=False, **PRIVATE)
