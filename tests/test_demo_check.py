@@ -92,3 +92,25 @@ def test_the_code_box_is_checked_and_its_failure_is_ready_to_send_back():
     assert check.reply_code(with_code, check.STARTER) == checks.extract_code(SCAN_CODE)
     walk = [*asked, {"role": "assistant", "content": "target=45:0:43<1:45=2:47>\n[1,1]"}]  # the toy model's answer
     assert check.reply_code(walk, "mine") == "mine"
+
+
+def test_where_the_sandbox_cannot_give_its_layers_the_page_says_so_and_runs_nothing(monkeypatch):
+    """Fail closed: a machine without the required layers (simulated) runs no code, and every way in says why."""
+    from qwen2_lab import sandbox
+
+    monkeypatch.setattr(sandbox, "unavailable_reason", lambda refresh=False: "this kernel refuses Landlock")
+    ran = []
+    monkeypatch.setattr(checks, "check_code", lambda *a, **k: ran.append(a))
+    report, failure = check.check_box("class Solution:\n    pass\n")
+    assert "cannot be checked here" in report and "Landlock" in report and failure == ""
+    with pytest.raises(Exception, match="nothing was run: this kernel refuses Landlock"):
+        check.check("```python\nprint(1)\n```", "leetcode-34")
+    with pytest.raises(Exception, match="nothing was run"):
+        check.check_code_endpoint("print(1)")
+
+    class Bundled:
+        name = "tiny"
+
+    assert "nothing will run: this kernel refuses Landlock" in check.code_note(Bundled())
+    assert ran == []  # no code reached the sandbox
+    assert check.check("The answer is {-1, 0}", "gaokao-2024-set").passed  # answers are still checked

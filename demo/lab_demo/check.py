@@ -13,7 +13,7 @@ import re
 
 import gradio as gr
 
-from qwen2_lab import checks
+from qwen2_lab import checks, sandbox
 from qwen2_lab.inputs import normalize_messages
 from qwen2_lab.loading import BUNDLED
 
@@ -62,8 +62,15 @@ def last_reply(history) -> str | None:
 
 
 def check(text: str, problem_id: str):
-    """Check a reply against a problem: its final answer (math) or its code run on the tests (code)."""
-    return (checks.check_code if is_code(problem_id) else checks.check_answer)(text, problem_id)
+    """Check a reply against a problem: its final answer (math) or its code run on the tests (code). Code runs only
+    in a sandbox with every layer it requires: where this machine cannot give them, nothing runs and the visitor
+    is told why (a refusal shown on the page, an error through the API)."""
+    if not is_code(problem_id):
+        return checks.check_answer(text, problem_id)
+    why = sandbox_unavailable()
+    if why:
+        raise refused(f"Code cannot be checked on this server, so nothing was run: {why}")
+    return checks.check_code(text, problem_id)
 
 
 def report_markdown(result, problem_id: str) -> str:
@@ -150,10 +157,18 @@ REAL_NOTE = "The box fills with the code of the model's last reply; paste or edi
 
 
 def sandbox_unavailable() -> str | None:
-    """Why code cannot be run here, or None when it can. The one place where the page asks whether the sandbox's
-    required layers are available, so that the code check fails closed; the sandbox offers no public question yet,
-    so every check runs (each run still refuses on its own when a layer it needs is missing)."""
-    return None
+    """Why code cannot be run here, or None when it can: the one place where the page asks whether this machine gives
+    the sandbox every layer it requires (seccomp, Landlock, rlimits, a child process), so that the code check fails
+    closed. The answer is probed once and cached by the sandbox."""
+    return sandbox.unavailable_reason()
+
+
+def code_note(lab) -> str:
+    """What the page says above the code box: where its code comes from, and, on a server that cannot run code
+    safely, that nothing will run and why."""
+    note = BUNDLED_NOTE if lab.name in BUNDLED else REAL_NOTE
+    why = sandbox_unavailable()
+    return note if not why else f"{note}\n\n**Code cannot be checked on this server**, so nothing will run: {why}"
 
 
 def check_box(code: str):
@@ -188,7 +203,7 @@ def build(lab, page) -> None:
             send_btn = gr.Button("Send the failure back", elem_id="send-back-btn", scale=1)
         report = gr.Markdown(WAITING, elem_id="check-report")
     with gr.Accordion("Your code: paste or edit a LeetCode 34 solution and check it", open=False, elem_id="code-panel"):
-        gr.Markdown(BUNDLED_NOTE if lab.name in BUNDLED else REAL_NOTE, elem_id="code-note")
+        gr.Markdown(code_note(lab), elem_id="code-note")
         code = gr.Code(STARTER, language="python", interactive=True, elem_id="code-box", show_label=False)
         code_btn = gr.Button("Check the code", elem_id="check-code-btn", variant="primary")
 
