@@ -123,3 +123,32 @@ def synthetic_trace(name: str, S: int, store: dict, **kw):
 
     tokens = [f" t{i}" if i % 3 else "\n" for i in range(S)]
     return Trace(torch.arange(S), tokens, family()[name], torch.empty(0), store, **kw)
+
+
+# ---- checkpoints with Qwen2's real vocabulary ---------------------------------------------------------------------
+
+REAL_VOCAB = 151_646  # Qwen2's tokenizer: 151,643 BPE tokens and 3 special ones (qwen2_lab.facts)
+REAL_VOCAB_CHECKPOINTS = {  # name: (moe, overrides): untied dense, tied MoE; both small but in Qwen2's vocabulary
+    "random-qwen2": (False, dict(tie_word_embeddings=False)),
+    "random-qwen2-moe": (True, dict(tie_word_embeddings=True)),
+}
+
+
+def save_real_vocab_checkpoint(folder, moe: bool = False, seed: int = 0, **overrides):
+    """Save a random Qwen2 (or Qwen2-MoE) with BASE's small shape but Qwen2's whole vocabulary, as a checkpoint folder
+    `qwen2_lab.load` opens like a downloaded one: `save_pretrained`'s config and weights, and Qwen2's real tokenizer
+    files (qwen2_lab.qwen2_tokenizer_dir). Returns the folder. Nothing here assumes the bundled 1,024-token vocab."""
+    import shutil
+    from pathlib import Path
+
+    from qwen2_lab.facts import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+    from qwen2_lab.tokenizer import qwen2_tokenizer_dir
+
+    folder = Path(folder)
+    ids = dict(eos_token_id=SPECIAL_TOKENS[EOS_TOKEN], pad_token_id=SPECIAL_TOKENS[PAD_TOKEN], bos_token_id=None)
+    model = random_model(moe, seed=seed, **{"vocab_size": REAL_VOCAB, **ids, **overrides})
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = ids["eos_token_id"], ids["pad_token_id"]
+    model.save_pretrained(folder)
+    for file in qwen2_tokenizer_dir().iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder
