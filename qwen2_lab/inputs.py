@@ -97,7 +97,9 @@ def first_tokens(tokenizer, *texts: str) -> tuple[int, ...]:
         firsts.append(ids[0])
     if len(set(firsts)) < len(firsts):
         pieces = {t: tokenizer.convert_ids_to_tokens(tokenizer.encode(t, add_special_tokens=False)) for t in texts}
-        raise ValueError(f"these texts begin with the same token, so their first tokens cannot tell them apart: {pieces}")
+        raise ValueError(
+            f"these texts begin with the same token, so their first tokens cannot tell them apart: {pieces}"
+        )
     return tuple(firsts)
 
 

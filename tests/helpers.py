@@ -147,7 +147,7 @@ def save_real_vocab_checkpoint(folder, moe: bool = False, seed: int = 0, **overr
     folder = Path(folder)
     ids = dict(eos_token_id=SPECIAL_TOKENS[EOS_TOKEN], pad_token_id=SPECIAL_TOKENS[PAD_TOKEN], bos_token_id=None)
     model = random_model(moe, seed=seed, **{"vocab_size": REAL_VOCAB, **ids, **overrides})
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = ids["eos_token_id"], ids["pad_token_id"]
+    model.generation_config.update(eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"])
     model.save_pretrained(folder)
     for file in qwen2_tokenizer_dir().iterdir():
         shutil.copy(file, folder / file.name)
