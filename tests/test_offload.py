@@ -200,3 +200,20 @@ def test_same_tells_different_results_apart(memory):
                  (plain.logits[-1].tolist(), off.logits[-1].tolist())]:  # fmt: skip
         with pytest.raises(AssertionError):
             same(a, b)
+
+
+def test_demo_look_inside_and_what_if(memory, placed):
+    """The web demo's Look inside (a trace of the chat: attention, lens and routing figures, a note) and What if (the
+    reply regenerated with each kind of change), as its tabs call them."""
+    import inside
+    import whatif
+
+    history = [{"role": "user", "content": TEXT}]
+
+    def demo(lab):
+        looked = [inside.look_inside(lab, history, layer) for layer in (1, 2)]  # a dense layer and a MoE one
+        gen = lab.generate_steps(history, max_new_tokens=5, do_sample=True, temperature=0.8, seed=0)
+        changed = [whatif.what_if(gen, kind, 2, 1, whatif.THETA) for _, kind in whatif.kind_choices(lab.arch)]
+        return looked, changed
+
+    same(demo(placed), demo(memory), "demo")
