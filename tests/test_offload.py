@@ -48,6 +48,8 @@ def placed(request, checkpoint, tmp_path_factory):
     lab = qwen2_lab.load(str(checkpoint), device_map=PLACEMENTS[request.param], offload_folder=str(folder))
     on_disk = lab.model.model.layers[0 if request.param == "offloaded" else 1].self_attn.q_proj.weight
     assert on_disk.device.type == "meta", "accelerate left that layer's weights on disk"
+    if request.param == "split":
+        assert lab.model.lm_head.weight.device.type == "meta" and lab.model.model.norm.weight.device.type == "meta"
     return lab
 
 
@@ -95,7 +97,8 @@ def same_trace(a, b):
 
 def test_trace_every_site_and_the_lens(memory, placed):
     same_trace(placed.trace(TEXT, lens=5), memory.trace(TEXT, lens=5))
-    same(placed.read_out(memory.trace(TEXT)["layers.1.resid_post"]), memory.read_out(memory.trace(TEXT)["layers.1.resid_post"]))  # fmt: skip
+    resid = memory.trace(TEXT, sites=["layers.1.resid_post"])["layers.1.resid_post"]  # [S, H]
+    same(placed.read_out(resid), memory.read_out(resid), "read_out")  # the logit lens of any residual
     assert qwen2_lab.compare_with_hf(placed, TEXT).ok
 
 
@@ -128,7 +131,8 @@ def test_generate_steps(memory, placed, sampling):
     a, b = placed.generate_steps(TEXT, **options, **sampling), memory.generate_steps(TEXT, **options, **sampling)
     assert a.token_ids == b.token_ids and a.text == b.text
     same(a.steps, b.steps, "steps")
-    assert placed.generate(TEXT, max_new_tokens=6, do_sample=False) == memory.generate(TEXT, max_new_tokens=6, do_sample=False)  # fmt: skip
+    greedy = dict(max_new_tokens=6, do_sample=False)
+    assert placed.generate(TEXT, **greedy) == memory.generate(TEXT, **greedy)
 
 
 def answer(lab):
