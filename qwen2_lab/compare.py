@@ -20,6 +20,13 @@ from .trace import SiteFilter, split_site
 TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1.6e-2, 1e-2), torch.float16: (1e-3, 1e-3)}  # rtol, atol
 
 
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) within which two correct computations in `dtype` agree: 1e-5 in float32; in bfloat16, a GPU's
+    usual dtype, with 8 bits of mantissa, 1.6e-2 and 1e-2 (1e-3 for any other dtype). Every comparison in the lab,
+    its notebooks and bench/gpu_check.py reads it here."""
+    return TOLERANCE.get(dtype, (1e-3, 1e-3))
+
+
 @dataclass
 class Row:
     site: str
@@ -74,7 +81,7 @@ def compare_with_hf(lab, inputs, *, layers=None, rtol: float | None = None, atol
     ids = lab.encode(inputs)
     keep = SiteFilter(None, layers)
     keep.check(lab.arch)
-    default_rtol, default_atol = TOLERANCE.get(model.dtype, (1e-3, 1e-3))
+    default_rtol, default_atol = tolerance(model.dtype)
     result = Comparison(rtol=rtol or default_rtol, atol=atol or default_atol)
 
     hf: dict = {}

@@ -117,3 +117,38 @@ def answer_ids(tokenizer, answer, vocab: int) -> tuple[int, ...]:
             raise InputError(f"answer must be a token or (right, wrong): ids or one-token texts, got {answer!r}")
         return token_id(tokenizer, answer[0], vocab), token_id(tokenizer, answer[1], vocab)
     return (token_id(tokenizer, answer, vocab),)
+
+
+def first_tokens(tokenizer, *texts: str) -> tuple[int, ...]:
+    """The first token of each text, as this tokenizer splits it: how an answer is scored in any vocabulary.
+
+    An answer that is one token in one vocabulary may be several in another ("∈B" is one token of the bundled
+    models' 1,024 and two of Qwen2's 151,646), so experiments score each answer by its first token. Texts whose first
+    tokens coincide could not be told apart that way: that is an error, raised before any compute.
+    """
+    if tokenizer is None:
+        raise ValueError("answers given as text need a tokenizer: pass their token ids")
+    firsts = []
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"{text!r} has no tokens: give a non-empty text")
+        firsts.append(ids[0])
+    if len(set(firsts)) < len(firsts):
+        pieces = {t: tokenizer.convert_ids_to_tokens(tokenizer.encode(t, add_special_tokens=False)) for t in texts}
+        raise ValueError(
+            f"these texts begin with the same token, so their first tokens cannot tell them apart: {pieces}"
+        )
+    return tuple(firsts)
+
+
+def first_difference(a, b) -> int:
+    """The first position where two token sequences differ (ids, lists or 1-D tensors of the same length): the
+    position a patching experiment between two prompts that differ in one place is about."""
+    a, b = [int(t) for t in a], [int(t) for t in b]
+    if len(a) != len(b):
+        raise ValueError(f"the two inputs must have the same number of tokens, got {len(a)} and {len(b)}")
+    where = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if where is None:
+        raise ValueError("the two inputs are the same tokens: nothing differs between them")
+    return where

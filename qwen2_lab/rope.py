@@ -176,7 +176,7 @@ def cos_sin(rope: Rope, positions) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rotate(x: torch.Tensor, positions, rope: Rope) -> torch.Tensor:
     """Rotate vectors x [P, hd] (pre-RoPE q or k) to `positions` [P], as the model's attention does. -> [P, hd]."""
-    cos, sin = cos_sin(rope, positions)  # (P, hd)
+    cos, sin = (t.to(x.device) for t in cos_sin(rope, positions))  # (P, hd): made on the CPU, x may be on a GPU
     return apply_rope(x.float()[None, None], cos[None], sin[None])[0, 0]  # forward's own apply_rope
 
 
@@ -188,7 +188,7 @@ def pair_scores(q: torch.Tensor, k: torch.Tensor, rope: Rope, distances) -> torc
     rotate(q, m + d) . rotate(k, m) for any m: attention sees relative distance only. Not divided by sqrt(hd).
     """
     h = rope.n_pairs
-    q, k = q.double(), k.double()
+    q, k = q.cpu().double(), k.cpu().double()  # beside inv_freq on the CPU (q, k may be on a GPU; MPS: no float64)
     a1, a2, b1, b2 = q[:h], q[h:], k[:h], k[h:]  # [hd/2] each
     phi = torch.as_tensor(distances, dtype=torch.float64)[:, None] * rope.inv_freq.double()  # (D, hd/2)
     same, cross = a1 * b1 + a2 * b2, a1 * b2 - a2 * b1  # [hd/2] each
@@ -203,7 +203,7 @@ def pair_scores_binned(q: torch.Tensor, k: torch.Tensor, rope: Rope, edges) -> t
     sum_{d=a}^{b-1} cos(d phi) = (sin((b - 1/2) phi) - sin((a - 1/2) phi)) / (2 sin(phi / 2)), and likewise for sin.
     """
     h = rope.n_pairs
-    q, k = q.double(), k.double()
+    q, k = q.cpu().double(), k.cpu().double()  # beside inv_freq on the CPU (q, k may be on a GPU; MPS: no float64)
     a1, a2, b1, b2 = q[:h], q[h:], k[:h], k[h:]  # [hd/2] each
     same, cross = a1 * b1 + a2 * b2, a1 * b2 - a2 * b1  # [hd/2] each
     e = torch.as_tensor(edges, dtype=torch.float64)

@@ -1,5 +1,7 @@
 """Helpers the tests share: small random Qwen2 / Qwen2-MoE models built from configs (no downloads)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -205,3 +207,90 @@ def as_chatbot(history: list[dict]) -> list[dict]:
 
 def content(message: dict) -> str:
     return "".join(block["text"] for block in message["content"])
+
+
+# ---- checkpoints with Qwen2's real vocabulary ---------------------------------------------------------------------
+
+REAL_VOCAB = 151_646  # Qwen2's tokenizer: 151,643 BPE tokens and 3 special ones (qwen2_lab.facts)
+REAL_VOCAB_CHECKPOINTS = {  # name: (moe, overrides): untied dense, tied MoE; both small but in Qwen2's vocabulary
+    "random-qwen2": (False, dict(tie_word_embeddings=False)),
+    "random-qwen2-moe": (True, dict(tie_word_embeddings=True)),
+}
+
+
+def save_checkpoint(model, folder):
+    """Save an HF Qwen2 model as a checkpoint folder that `qwen2_lab.load` opens like a downloaded one:
+    `save_pretrained`'s config and weights, Qwen2-Instruct's eos and pad ids, and Qwen2's real tokenizer files
+    (qwen2_lab.qwen2_tokenizer_dir). Returns the folder."""
+    import shutil
+    from pathlib import Path
+
+    from qwen2_lab.facts import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+    from qwen2_lab.tokenizer import qwen2_tokenizer_dir
+
+    folder = Path(folder)
+    ids = dict(eos_token_id=SPECIAL_TOKENS[EOS_TOKEN], pad_token_id=SPECIAL_TOKENS[PAD_TOKEN])
+    model.config.update({**ids, "bos_token_id": None})
+    model.generation_config.update(**ids)
+    model.save_pretrained(folder)
+    for file in qwen2_tokenizer_dir().iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder
+
+
+def save_real_vocab_checkpoint(folder, moe: bool = False, seed: int = 0, **overrides):
+    """A random Qwen2 (or Qwen2-MoE) with BASE's small shape but Qwen2's whole vocabulary, saved by save_checkpoint.
+    Nothing in it assumes the bundled models' 1,024-token vocabulary."""
+    return save_checkpoint(random_model(moe, seed=seed, **{"vocab_size": REAL_VOCAB, **overrides}), folder)
+
+
+# ---- notebooks run in one Jupyter kernel (tests/test_notebooks_real.py, bench/gpu_check.py) ---------------------
+
+
+def notebook_cells(path) -> list[tuple[int, str]]:
+    """(index, source) of the code cells nbval would run: NBVAL_SKIP ones (a GPU or a real model) left out."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    skip = [
+        c.cell_type != "code" or "NBVAL_SKIP" in c.source or "nbval-skip" in c.metadata.get("tags", [])
+        for c in nb.cells
+    ]
+    return [(i, c.source) for i, c in enumerate(nb.cells) if not skip[i]]
+
+
+def start_kernel(cwd, **env):
+    """A Jupyter kernel (python3) in `cwd`, with `env` added to this process's environment: (manager, client)."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    return start_new_kernel(kernel_name="python3", cwd=str(cwd), env={**os.environ, **env})
+
+
+def run_cell(kc, source: str, timeout: float = 600) -> str | None:
+    """Run one cell in the kernel; None when it ran, else the error with its traceback (ANSI colours stripped)."""
+    import re
+
+    errors = []
+
+    def on_output(msg):
+        if msg["msg_type"] == "error":
+            errors.append("\n".join(msg["content"]["traceback"]))
+
+    reply = kc.execute_interactive(source, timeout=timeout, output_hook=on_output, store_history=False)
+    if reply["content"]["status"] == "ok":
+        return None
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors) or str(reply["content"]))
+
+
+def run_notebook(kc, path, model: str, timeout: float = 600) -> str | None:
+    """Run a notebook's cells (as nbval would) in a fresh namespace of the kernel, its setup cell loading `model`
+    ($QWEN2_LAB_MODEL). None when every cell ran and every assert held, else which cell failed and how."""
+    start = f"%reset -f\n__import__('os').environ['QWEN2_LAB_MODEL'] = {str(model)!r}"
+    if error := run_cell(kc, start, timeout):
+        return f"could not start {path}: {error}"
+    for index, source in notebook_cells(path):
+        if error := run_cell(kc, source, timeout):
+            return f"{Path(path).name} on {model}, cell {index}:\n{source}\n\n{error}"
+    return None

@@ -16,6 +16,7 @@ chat after the repair turn (path.png) and of Look inside (path.inside.png).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -313,7 +314,9 @@ def test_your_code_is_checked_in_the_code_box(page, demo_lab):
     assert not expected.passed
     wait_for(lambda: report(page).startswith("Failed (leetcode-34)") and "O(log n)" in report(page),
              what="the code box's report")  # fmt: skip
-    assert letters(expected.report.splitlines()[0]) in letters(report(page))  # (timings in the rest vary by run)
+    # the verdict and the number of tests (which pass varies: the judge draws sizes and order for every run)
+    verdict = re.sub(r"\d+/", "", expected.report.splitlines()[0])
+    assert letters(verdict) in letters(re.sub(r"\d+/", "", report(page)))
 
 
 QUESTION = "A={3,5,7,9}, B={1,3,4,9}. What is A∩B?"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qwen2_lab.facts import chatml
-from qwen2_lab.inputs import normalize_messages, token_id
+from qwen2_lab.inputs import first_difference, first_tokens, normalize_messages, token_id
 
 ASK = [{"role": "user", "content": "A={3,5,7,9}, B={1,3,4,8}. What is A∩B?"}]
 
@@ -58,3 +58,31 @@ def test_an_answer_is_a_token_or_a_pair_of_ids_or_one_token_texts(tiny):
         answer_ids(tiny.tokenizer, (1, 2, 3), v)
     with pytest.raises(InputError, match="exactly one token"):
         answer_ids(tiny.tokenizer, "A∩B={", v)
+
+
+def test_first_tokens_score_an_answer_by_its_first_token_in_any_vocabulary(tiny):
+    from qwen2_lab import qwen2_tokenizer
+
+    real = qwen2_tokenizer()
+    for tokenizer in (tiny.tokenizer, real):
+        right, wrong = first_tokens(tokenizer, "∈B", "∉B")
+        assert right == tokenizer.encode("∈B", add_special_tokens=False)[0]
+        assert wrong == tokenizer.encode("∉B", add_special_tokens=False)[0]
+    assert len(real.encode("∈B", add_special_tokens=False)) == 2  # two tokens of Qwen2's vocabulary, one of tiny's
+    assert len(tiny.tokenizer.encode("∈B", add_special_tokens=False)) == 1
+    with pytest.raises(ValueError, match="begin with the same token"):
+        first_tokens(real, "∈B", "∈C")
+    with pytest.raises(ValueError, match="no tokens"):
+        first_tokens(real, "")
+
+
+def test_first_difference_is_the_first_position_where_two_inputs_differ(tiny):
+    clean = tiny.encode("A={3,5,7,9}, B={1,3,4,8}")
+    corrupted = tiny.encode("A={3,5,7,9}, B={1,5,4,8}")
+    where = first_difference(clean, corrupted)
+    assert torch.equal(clean[:where], corrupted[:where]) and clean[where] != corrupted[where]
+    assert first_difference([1, 2, 3], [1, 2, 4]) == 2
+    with pytest.raises(ValueError, match="same number of tokens"):
+        first_difference([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="nothing differs"):
+        first_difference([1, 2], [1, 2])

@@ -43,7 +43,7 @@ def routing_margin(probs: torch.Tensor, k: int) -> torch.Tensor:
     """How far the k-th choice is ahead of the (k+1)-th: near 0 means a small change would swap an expert.
     probs [S, E] -> [S]."""
     top = probs.float().topk(min(k + 1, probs.shape[-1]), dim=-1).values  # (S, k+1)
-    return top[:, k - 1] - top[:, k] if top.shape[-1] > k else torch.ones(probs.shape[0])
+    return top[:, k - 1] - top[:, k] if top.shape[-1] > k else torch.ones(probs.shape[0], device=probs.device)
 
 
 def routing_entropy(probs: torch.Tensor) -> torch.Tensor:
