@@ -3,7 +3,7 @@
 The whole model: embeddings, then for each decoder layer RMSNorm -> attention (q/k/v with Qwen2's bias, RoPE,
 grouped-query attention) -> residual -> RMSNorm -> SwiGLU MLP (or the MoE block with its shared expert) -> residual,
 then the final norm and lm_head. It computes exactly what `transformers`' Qwen2ForCausalLM and Qwen2MoeForCausalLM
-compute (tests/test_equivalence.py checks every site at 1e-5 in float32), but every stage is a few visible lines
+compute (tests/test_forward.py checks every site at 1e-5 in float32), but every stage is a few visible lines
 instead of a fused kernel.
 
 It holds no weights of its own: it is handed the HF model and calls its submodules (`self_attn.q_proj`,
@@ -12,8 +12,8 @@ accelerate has spread over several GPUs or offloaded to disk (see `hooked` at th
 
 `qwen2_forward` is a generator that reports every stage with `x = yield site, x` (site names: qwen2_lab/trace.py).
 Whoever runs it sees each tensor and sends back the one the forward goes on with: the same tensor, or a changed one.
-That line is the one place where edits enter (qwen2_lab/edits.py); `run` drives a forward with a function that does
-the looking and the changing. The same code serves `lab.trace` (keep some sites), `lab.step` (walk them one by one),
+That line is the one place where edits enter (qwen2_lab/recorder.py applies them); `run` drives a forward with a function that does
+the looking and the changing. The same code serves `lab.trace` (keep some sites), `lab.stages` (walk them one by one),
 generation and the tests.
 
 The other thing that enters in one place is the KV cache (`cache`, an HF `DynamicCache`): when generating, each new

@@ -10,7 +10,8 @@
 HF_HUB_OFFLINE): `.ci/run` starts with it.
 
 On a GPU machine, `QWEN2_LAB_MODEL=Qwen/Qwen2-7B-Instruct make lab` runs every notebook unchanged on the real
-model. `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
+model. `QWEN2_LAB_DTYPE=bfloat16` loads the model in that dtype wherever it runs (a GPU's usual dtype, on the CPU too:
+every comparison in the notebooks then uses that dtype's tolerance, `qwen2_lab.compare.tolerance`). `in_ci()` tells a notebook it runs under CI (nbval), where long cells are skipped by markers anyway.
 
 `REPOSITORY` is where the code lives on GitHub: the notebooks' "Open in Colab" links, their install cell and the
 web site's links to source files are made from it. A fork sets it here once, then runs
@@ -56,6 +57,8 @@ def setup(default: str | None = None, *, moe: bool = False, quiet: bool = False,
     if os.environ.get("QWEN2_LAB_PLOTLY_RENDERER"):
         pio.renderers.default = os.environ["QWEN2_LAB_PLOTLY_RENDERER"]
     torch.set_grad_enabled(False)  # the notebooks look, they do not train: no autograd graph behind any tensor
+    if os.environ.get("QWEN2_LAB_DTYPE") and "dtype" not in load_kwargs:
+        load_kwargs["dtype"] = os.environ["QWEN2_LAB_DTYPE"]
     lab = load(name, **load_kwargs)
     if name in BUNDLED and lab.device.type == "cpu":
         # A toy model's matrices are too small to split between threads, and when other work shares the cores the

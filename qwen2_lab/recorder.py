@@ -134,7 +134,7 @@ def function_label(site: str, fn) -> str:
 
 
 class Recorder:
-    """keep: which sites to keep. edits: {site: [Edit]} from `edits.resolve`. positions: the absolute positions of
+    """keep: which sites to keep. edits: {site: [Edit]} from `resolve`. positions: the absolute positions of
     this forward's tokens [S]. read_lens: a function of a residual [S', H] (the logit lens) or None. last_only: keep only
     the last position of every kept site (and read the lens there): one new token's view during generation.
     to_cpu: move kept tensors to the CPU as they come."""

@@ -61,26 +61,27 @@ class GatedLab:
         time.sleep(self.delay)
 
 
-@pytest.fixture(scope="module")
-def demo_lab():
-    """The bundled `tiny`, on one thread: a 1M-parameter model runs many times faster so on a busy machine."""
+def one_thread(name: str):
+    """A bundled model on one torch thread while a module's tests use it: a 1M-parameter model runs many times faster
+    so on a busy machine."""
     import qwen2_lab
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield qwen2_lab.load("tiny")
+    yield qwen2_lab.load(name)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo_lab():
+    """The bundled `tiny`, on one thread."""
+    yield from one_thread("tiny")
 
 
 @pytest.fixture(scope="module")
 def moe_lab():
-    """The bundled `tiny-moe`, on one thread (as demo_lab)."""
-    import qwen2_lab
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield qwen2_lab.load("tiny-moe")
-    torch.set_num_threads(threads)
+    """The bundled `tiny-moe`, on one thread."""
+    yield from one_thread("tiny-moe")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Helpers the tests share: small random Qwen2 / Qwen2-MoE models built from configs (no downloads)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,16 @@ def run_notebook(kc, path, model: str, timeout: float = 600) -> str | None:
         if error := run_cell(kc, source, timeout):
             return f"{Path(path).name} on {model}, cell {index}:\n{source}\n\n{error}"
     return None
+
+
+def live_processes(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (a run's work dir is in its config, on its command line)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids

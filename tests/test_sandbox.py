@@ -15,7 +15,7 @@ import time
 import pytest
 
 from qwen2_lab.sandbox import SKIPPABLE_LAYERS, run_python
-from tests.helpers import require_layer
+from tests.helpers import live_processes, require_layer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sandbox needs a POSIX system")
 
@@ -204,18 +204,6 @@ def test_fork_bomb_and_process_spawning_are_blocked(code, blocked):
     assert_server_alive()
 
 
-def _live_processes_mentioning(marker: str) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_fork_bomb_without_the_audit_hook_leaves_no_survivors(sandbox_layers):
     """With the audit hook and seccomp off, os.fork works: RLIMIT_NPROC caps the bomb and the pid namespace (or the
@@ -243,9 +231,9 @@ def test_fork_bomb_without_the_audit_hook_leaves_no_survivors(sandbox_layers):
     assert result.timed_out, result.summary
     workdir = result.stdout.splitlines()[0]
     deadline = time.monotonic() + 3
-    while _live_processes_mentioning(workdir) and time.monotonic() < deadline:
+    while live_processes(workdir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _live_processes_mentioning(workdir) == []
+    assert live_processes(workdir) == []
     assert_server_alive()
 
 

@@ -16,6 +16,7 @@ import qwen2_lab.sandbox as sandbox
 from qwen2_lab.checks import check_code
 from qwen2_lab.sandbox import REQUIRED_LAYERS, SandboxUnavailable, available, run_python, unavailable_reason
 from qwen2_lab.sandbox.seccomp import DENIED, syscall_numbers
+from tests.helpers import live_processes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="these layers are Linux kernel features")
 WORST = {"seconds": 0.0, "attack": ""}
@@ -31,19 +32,6 @@ def caller_cpu(attack: str, call):
         WORST.update(seconds=seconds, attack=attack)
     assert seconds < 1.0, f"{attack}: {seconds:.2f} s of the server's CPU"
     return result
-
-
-def live_processes(marker: str) -> list[int]:
-    """Processes whose command line holds `marker` (a run's work dir is in its config, on its command line)."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
 
 
 def processes_of_uid(uid: int) -> list[int]:
