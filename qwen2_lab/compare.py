@@ -27,6 +27,17 @@ def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     return TOLERANCE.get(dtype, (1e-3, 1e-3))
 
 
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, *, at_least: float = 0.0) -> None:
+    """Assert that two computations of one value agree as closely as two correct ones in `dtype` do: element by
+    element at tolerance(dtype) (and at least `at_least`) in float32; in a 16-bit dtype also within rtol of the
+    tensor's largest value, since a sum of rounded terms is off by the rounding of the sum's size, not of its own."""
+    rtol, atol = (max(t, at_least) for t in tolerance(dtype))
+    finite = expected[expected.isfinite()]  # a masked score is -inf in both
+    if dtype.itemsize < 4 and finite.numel():
+        atol = max(atol, rtol * float(finite.abs().max()))
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol)
+
+
 @dataclass
 class Row:
     site: str

@@ -1,5 +1,6 @@
 """compare_with_hf: HF's own forward beside the lab's, and the first stage where they part."""
 
+import pytest
 import torch
 
 import qwen2_lab
@@ -28,3 +29,15 @@ def test_compare_catches_qwen3_style_routing(monkeypatch):
     monkeypatch.setattr(fwd, "expert_weights", qwen3_weights)
     report = qwen2_lab.compare_with_hf(lab, IDS)
     assert report.first_mismatch.site == "layers.0.moe.topk_weights"
+
+
+def test_assert_close_is_elementwise_in_float32_and_scaled_in_bfloat16():
+    from qwen2_lab.compare import assert_close
+
+    big = torch.tensor([10.0, 0.3, float("-inf")])
+    assert_close(big, big.clone(), torch.float32)
+    with pytest.raises(AssertionError):
+        assert_close(big + torch.tensor([0.0, 2e-4, 0.0]), big, torch.float32)  # float32: element by element
+    assert_close(big + torch.tensor([0.0, 0.05, 0.0]), big, torch.bfloat16)  # within 1.6% of the largest value, 10
+    with pytest.raises(AssertionError):
+        assert_close(big + torch.tensor([0.0, 0.5, 0.0]), big, torch.bfloat16)

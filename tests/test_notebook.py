@@ -77,3 +77,20 @@ def test_notebook_setup_runs_a_bundled_model_on_one_thread(monkeypatch, capsys):
     finally:
         torch.set_num_threads(threads)
         torch.set_grad_enabled(grad)
+
+
+def test_notebook_setup_loads_in_the_dtype_qwen2_lab_dtype_names(monkeypatch, capsys):
+    """QWEN2_LAB_DTYPE=bfloat16 runs the notebooks in a GPU's dtype anywhere (their comparisons use its tolerance)."""
+    import torch
+
+    from qwen2_lab.notebook import setup
+
+    monkeypatch.delenv("QWEN2_LAB_MODEL", raising=False)
+    monkeypatch.setenv("QWEN2_LAB_DTYPE", "bfloat16")
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    try:
+        assert setup().dtype == torch.bfloat16 and "in torch.bfloat16" in capsys.readouterr().out
+        assert setup(dtype="float32").dtype == torch.float32  # an explicit dtype wins
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
