@@ -31,7 +31,10 @@ from .inputs import InputError
 from .recorder import At, Edit, as_edits, resolve
 from .trace import position_dim, site_shape, site_spec, split_site
 
-__all__ = ["At", "Edit", "as_edits", "resolve"]  # and the ready-made edits below
+__all__ = [  # the ready-made edits, and what a hand-made one is built from (recorder.py's, here for convenience)
+    "zero_heads", "mean_heads", "zero_kv_group", "drop_key", "set_pattern", "steer", "patch", "drop_expert",
+    "force_experts", "shared_gate", "rope", "rope_off", "Edit", "At", "as_edits", "resolve",
+]  # fmt: skip
 
 # ---- checks shared by the ready-made edits -----------------------------------------------------------------------
 
@@ -305,12 +308,12 @@ def rope(theta: float | None = None, yarn_factor: float | None = None) -> list[E
             cos, sin = rope_math.cos_sin(setting(at.arch), at.positions.cpu())
             return (cos if which == "cos" else sin).to(x)
 
-        return Edit(f"rope.{which}", fn, f"RoPE: {rope_label(theta, yarn_factor)}", check)
+        return Edit(f"rope.{which}", fn, f"RoPE: {_rope_label(theta, yarn_factor)}", check)
 
     return [new("cos"), new("sin")]
 
 
-def rope_label(theta, yarn_factor) -> str:
+def _rope_label(theta, yarn_factor) -> str:
     parts = ([] if theta is None else [f"theta {theta:g}"]) + (
         [] if yarn_factor is None else ["YaRN off" if yarn_factor == 1 else f"YaRN x{yarn_factor:g}"]
     )

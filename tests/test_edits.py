@@ -377,3 +377,10 @@ def test_moe_edits_check_experts_and_k(tiny_moe):
         tiny_moe.trace(IDS, edits=E.drop_expert(0, 8))
     with pytest.raises(ValueError, match="give 2 different experts"):
         tiny_moe.trace(IDS, edits=E.force_experts(0, [1, 1]))
+
+
+def test_the_catalogue_exports_every_ready_made_edit():
+    import inspect
+
+    public = {n for n, f in inspect.getmembers(E, inspect.isfunction) if f.__module__ == E.__name__ and n[0] != "_"}
+    assert public <= set(E.__all__)
