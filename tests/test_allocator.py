@@ -1,10 +1,9 @@
 """Repeated traces reuse their memory (qwen2_lab/allocator.py): after the first, a trace faults in almost no fresh
-pages, where glibc's defaults make it fault in most of what it keeps every time. Run in child processes: the setting
+pages, where with glibc's defaults later traces keep faulting in fresh pages. Run in child processes: the setting
 is per process."""
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +38,9 @@ def test_repeated_traces_fault_in_almost_no_fresh_pages():
     kept = faults("1")
     assert max(kept["faults"][1:]) < 0.1 * kept["kept"], kept  # after the first trace: memory reused
     default = faults("0")
-    assert statistics.median(default["faults"][1:]) > 0.5 * default["kept"], default  # fresh pages every time
+    # Without it, glibc hands freed blocks back, so later traces fault in fresh pages again: how many varies (its
+    # mmap threshold slides up as mapped blocks are freed), but over five traces at least half a trace's worth.
+    assert sum(default["faults"][1:]) > 0.5 * default["kept"], default
 
 
 def test_the_setting_is_made_once_and_can_be_turned_off(monkeypatch):

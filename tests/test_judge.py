@@ -484,6 +484,25 @@ def test_a_solution_wrong_only_between_the_edge_sizes_fails():
     assert all(11 <= result.cases[f.test - 1].size < 999_000 for f in result.failures)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_every_draw_tries_each_order_of_magnitude_with_the_target_present_and_absent(seed):
+    """One drawn size in each tenth of 2..10^6 on a log scale, half with the target present, whatever the draw: a
+    solution wrong only between the edge sizes, or only on hits, cannot pass by luck (a check once Accepted such a
+    solution when every mid-sized draw happened to have no hit)."""
+    import random
+
+    from qwen2_lab.checks.problems import random_cases
+
+    for rng in (random.Random(f"{seed}-{i}") for i in range(300)):
+        cases = random_cases(rng, RANDOM_CASES)
+        edges = [2 * (1_000_000 / 2) ** (i / RANDOM_CASES) for i in range(RANDOM_CASES + 1)]
+        for i, case in enumerate(cases):
+            assert math.floor(edges[i]) <= case.size <= math.ceil(edges[i + 1]), (i, [c.size for c in cases])
+        hits = [c.expected() != [-1, -1] for c in cases]
+        assert sum(hits) == RANDOM_CASES // 2
+        assert any(h for c, h in zip(cases, hits) if 11 <= c.size < 999_000)
+
+
 def test_answers_replayed_in_the_fixed_order_fail():
     """The tests come in an order drawn for each check: answers replayed in the listed order do not line up."""
     answers = [c.expected() for c in LEETCODE.tests if not c.large]

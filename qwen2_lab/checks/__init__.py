@@ -24,7 +24,8 @@ under a list item is dedented, and the block defining class Solution with search
 function named like searchRange, else one with the signature (nums, target); the report names the block. The entry
 point (find_entry) is `class Solution` with `searchRange` (LeetCode style), else that function (a helper it calls is
 not the entry). The judge stays in this process: the sandboxed harness asks it for one test at a time and never sees
-an expected answer. The tests: 26 fixed ones and 10 drawn at random for each code (sizes 2..10^6), in an order drawn
+an expected answer. The tests: 26 fixed ones and 10 drawn at random for each code (one
+size in each tenth of 2..10^6 on a log scale, half of them with the target present), in an order drawn
 for each code, each compared with the judge's own answer. An input of 1,000 elements or more reaches the solution as
 a read-only list of which every element read is a request to the judge: the judge counts the reads and stops them
 past 10·⌈log2 n⌉ (200 for n = 10^6), and reads the run's CPU clock around the call: more than 4x the CPU per read

@@ -18,11 +18,12 @@ import secrets
 from dataclasses import dataclass
 
 from ..sandbox.text import clean_text
-from .problems import Case, Problem, random_case, random_sizes
+from .problems import Case, Problem, random_case, random_cases
 from .result import CheckResult, Entry, Failure
 
 READS_PER_LOG2 = 10  # the O(log n) budget: 10 reads per bit of n (two binary searches need about 2)
-RANDOM_CASES = 10  # inputs drawn at random for each check, sizes spread over 2..10^6 (problems.random_sizes)
+RANDOM_CASES = 10  # inputs drawn at random for each check, one per slice of 2..10^6 on a log scale, half
+# with the target present (problems.random_cases)
 # The work budget of one call on a served input, in CPU seconds of the run (the kernel's clock, read from here):
 # CPU_FACTOR x the reference binary search's CPU per read x the reads of the call (at least the reference's), plus
 # CPU_SLACK. Building a list of n = 10^6 indices costs about 25 ms on the 2-core machine; a binary search about 1.
@@ -71,7 +72,7 @@ class Judge:
     def __init__(self, prob: Problem, entry: Entry, rng: random.Random | None = None, source: str = ""):
         rng = rng or random.SystemRandom()  # check_code passes draws_for(code)
         self.prob, self.entry, self.source = prob, entry, source
-        drawn = [random_case(rng, n) for n in random_sizes(rng, RANDOM_CASES)]
+        drawn = random_cases(rng, RANDOM_CASES)
         self.cases = [case.varied(rng) for case in prob.tests] + drawn
         rng.shuffle(self.cases)  # an order no solution can know, so none can replay answers in order
         self.reference_case = random_case(rng, 1_000_000)

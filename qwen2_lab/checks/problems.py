@@ -8,6 +8,7 @@ fixed cases, random_case draws inputs of any size for each check (judge.Judge), 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -96,9 +97,10 @@ class Case:
 SERVED_FROM = 1_000  # inputs of at least this many elements are served one read at a time (and reads counted)
 
 
-def random_case(rng, n: int) -> Case:
+def random_case(rng, n: int, hit: bool | None = None) -> Case:
     """A sorted input of n elements drawn at random (runs of equal values with random gaps), and a target that is
-    one of its values, between two of them, or outside them. The judge's reference answer is Case.expected()."""
+    one of its values (hit=True) or absent: below, between or above them (hit=False); hit=None draws which. The
+    judge's reference answer is Case.expected()."""
     runs = rng.randint(1, max(1, min(n, 8)))
     cuts = sorted(rng.sample(range(1, n), runs - 1)) if n > 1 and runs > 1 else []
     counts = [b - a for a, b in zip([0, *cuts], [*cuts, n])] if n else []
@@ -107,16 +109,24 @@ def random_case(rng, n: int) -> Case:
         parts.append(("repeat", value, count))
         value += rng.randint(1, 3)
     values = [v for _, v, _ in parts] or [0]
-    target = rng.choice([rng.choice(values), rng.choice(values) + 1, values[0] - rng.randint(1, 5), value + 1])
+    hit = bool(parts) and (rng.random() < 0.5 if hit is None else hit)
+    absent = [values[0] - rng.randint(1, 5), value + 1, *(v + 1 for v in values if v + 1 not in values)]
+    target = rng.choice(values) if hit else rng.choice(absent)
     if n < SERVED_FROM:
         return Case(target, tuple(v for _, v, count in parts for _ in range(count)))
     return Case(target, parts=tuple(parts))
 
 
-def random_sizes(rng, count: int, largest: int = 1_000_000) -> list[int]:
-    """`count` sizes spread across 2..largest on a log scale, so every order of magnitude between the edge cases
-    and the largest input is tried."""
-    return [min(largest, round(10 ** rng.uniform(0.3, 6))) for _ in range(count)]
+def random_cases(rng, count: int, largest: int = 1_000_000) -> list[Case]:
+    """`count` inputs, one drawn in each of `count` equal slices of 2..largest on a log scale (so every order of
+    magnitude between the edge cases and the largest input is tried), half of them with the target present, which
+    half drawn at random: a solution wrong only for some sizes, or only when the target is there, meets it."""
+    low, high = math.log10(2), math.log10(largest)
+    width = (high - low) / count
+    hits = [i < count // 2 for i in range(count)]
+    rng.shuffle(hits)
+    sizes = [min(largest, round(10 ** rng.uniform(low + i * width, low + (i + 1) * width))) for i in range(count)]
+    return [random_case(rng, n, hit) for n, hit in zip(sizes, hits)]
 
 
 def _part_len(kind: str, args: list) -> int:
