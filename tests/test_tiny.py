@@ -44,6 +44,7 @@ def plain(prompt: str) -> str:
 
 
 FILTER_COND = re.compile(r"^(?:(-?\d+)([<≤]))?(x\^3|x\^2|\|x\||2x\+1)(?:([<≤>≥])(-?\d+))?$")
+CONDITION = re.compile(r"(?:-?\d+[<≤])?(?:x\^3|x\^2|\|x\||2x\+1)(?:[<≤>≥]-?\d+)?")  # wherever it is written
 
 
 def value(cond: str, v: int) -> int:
@@ -61,8 +62,8 @@ def holds(cond: str, v: int) -> bool:
 def expected_final(task: str, prompt: str) -> str:
     """The final answer as the curriculum writes it, worked out from the question's text alone."""
     text = plain(prompt)
-    if task == "intersection":
-        a, b = (ints(re.search(name + r"=\{([^}]*)\}", text).group(1)) for name in ("A", "B"))
+    if task == "intersection":  # the first set written is A, the second B, named or not
+        a, b = (ints(group) for group in re.findall(r"\{([^}]*)\}", text)[:2])
         return as_set([v for v in a if v in set(b)])  # in A's order
     if task == "search_range":
         listed = re.search(r"\[([^\]]*\d[^\]]*)\]", text)
@@ -74,8 +75,8 @@ def expected_final(task: str, prompt: str) -> str:
     if task == "arithmetic":
         x, op, y = re.search(r"(\d+)([+-])(\d+)", text).groups()
         return str(int(x) + int(y) if op == "+" else int(x) - int(y))
-    if task == "gaokao_filter":
-        cond = re.search(r"A=\{x\|(.*?)\}", text).group(1)
+    if task == "gaokao_filter":  # as A={x|cond} or in words ("satisfy cond")
+        cond = CONDITION.search(text).group(0)
         b = ints(re.search(r"B=\{([^}]*)\}", text).group(1))
         return as_set([v for v in b if holds(cond, v)])
     raise ValueError(task)
@@ -181,7 +182,12 @@ def test_curriculum_is_deterministic_and_varied():
     again = list(itertools.islice(C.training_stream(3, set()), 400))
     other = list(itertools.islice(C.training_stream(4, set()), 400))
     assert first == again and first != other
-    assert {p.task for p in first} == set(C.TASKS) and {p.lang for p in first} == {"zh", "en"}
+    assert {p.task for p in first} == set(C.DRAW) == {*C.TASKS, C.ANY_ELEMENT} and {p.lang for p in first} == {
+        "zh",
+        "en",
+    }
+    assert any(" = " in p.prompt for p in first) and any(" ∩ " in p.prompt for p in first), "spaces around symbols"
+    assert sum(" = " in p.prompt for p in first) < len(first) / 4, "but mostly typed tight"
     sets = [p for p in first if p.task == "intersection"]
     assert any("，" in p.prompt for p in sets) and any(", " in p.prompt for p in sets), "punctuation as people type"
     assert any(list(p.key[1]) != sorted(p.key[1]) for p in sets), "unsorted sets too"
@@ -195,7 +201,8 @@ def test_curriculum_is_deterministic_and_varied():
 
 
 def template_pattern(template: str) -> re.Pattern:
-    """A template as a regex: placeholders match anything, punctuation either width, the gaokao blank optional."""
+    """A template as a regex: placeholders match anything, punctuation either width, spaces around a symbol or not,
+    the gaokao blank optional."""
     out = []
     for piece in re.split(r"(\{\{x\|\{cond\}\}\}|\{[a-z]+\})", template):
         if piece.startswith("{"):
@@ -204,7 +211,8 @@ def template_pattern(template: str) -> re.Pattern:
         for ch in piece:
             pair = {**C.HALF_TO_FULL, **C.FULL_TO_HALF}.get(ch)
             out.append(f"[{re.escape(ch)}{re.escape(pair)}]" if pair else re.escape(ch))
-    return re.compile("".join(out) + r"(\(\)|（ ）)?")
+            out[-1] = rf"\s*{out[-1]}\s*" if ch in C.SPACED else out[-1]
+    return re.compile("".join(out) + r"\s*(\(\)|（ ）)?")
 
 
 def test_held_out_phrasings_are_never_trained_on():
@@ -213,6 +221,11 @@ def test_held_out_phrasings_are_never_trained_on():
     for task in C.TASKS:
         for lang in ("zh", "en"):
             assert len(C.TEMPLATES[task][lang]) - C.HELD_OUT_TEMPLATES >= 8, "at least 8 trained phrasings each"
+            trained = C.trained_templates(task, lang)
+            assert len(set(trained)) >= 20, "many more made from statements and questions"
+            assert not [t for t in trained for word in C.HELD_OUT_WORDS[task] if word in t], "no held-out word"
+            assert all(word in " ".join(C.TEMPLATES[task]["zh"][-2:] + C.TEMPLATES[task]["en"][-2:])
+                       for word in C.HELD_OUT_WORDS[task])  # fmt: skip
     trained = list(itertools.islice(C.training_stream(0, set()), 3000))
     assert not [p.prompt for p in trained if any(t.fullmatch(p.prompt) for t in held_templates)]
     phrasing = [p for p in C.held_out(200) if p.split == "phrasing"]
@@ -238,7 +251,37 @@ def test_range_corners_are_never_trained_on():
 def test_answers_match_an_independent_solver():
     problems = list(itertools.islice(C.training_stream(5, set()), 600)) + C.held_out(50) + C.reserved_problems()
     for p in problems:
+        if p.task == C.ANY_ELEMENT:  # any element is right: the one trained on is one of them
+            assert int(C.final(p.answer)) in ints(re.search(r"\{([^}]*)\}", plain(p.prompt)).group(1)), p
+            continue
         assert C.final(p.answer) == expected_final(p.task, p.prompt), p
+
+
+def test_any_element_is_trained_on_every_element_alike():
+    """The answer names one element drawn uniformly: over many questions, the first and the last element of a set
+    are named about equally often; any element is right, nothing else is."""
+    problems = [p for p in itertools.islice(C.training_stream(2, set()), 12000) if p.task == C.ANY_ELEMENT]
+    position = [p.key[1].index(int(p.answer)) / (len(p.key[1]) - 1) for p in problems]  # 0: first, 1: last
+    assert len(problems) > 400
+    assert abs(sum(v == 0 for v in position) - sum(v == 1 for v in position)) < 0.25 * sum(v == 0 for v in position)
+    p = problems[0]
+    assert all(p.is_correct(f"{v}") for v in p.key[1]) and not p.is_correct(f"{max(p.key[1]) + 1}")
+    assert not p.is_correct("")
+
+
+def test_the_final_answer_is_checked_against_the_replys_own_work():
+    """evaluate.agrees_with_walk reads the answer a reply's own work implies: the reference answers agree with
+    theirs; a final line contradicting the walk (18∈B,4∉B,-4∉B then {18,-4}) does not, right or wrong."""
+    problems = C.held_out(40) + C.beyond(10)
+    assert all(evaluate.agrees_with_walk(p, p.answer) for p in problems)
+    p = C.Problem("intersection", "en", "", "", ("intersection", (18, 4, -4), (18, 7)))
+    assert not evaluate.agrees_with_walk(p, "18∈B,4∉B,-4∉B\nA∩B={18,-4}")
+    assert evaluate.agrees_with_walk(p, "18∈B,4∉B,-4∈B\nA∩B={18,-4}")  # wrong, but as its walk says
+    for p in problems:
+        work, last = p.answer.rsplit("\n", 1)
+        changed = last[:-1] + ("1" if last[-1] != "1" else "2") + last[-1:] if p.task != "arithmetic" else last + "1"
+        assert not evaluate.agrees_with_walk(p, work + "\n" + changed), (p.answer, changed)
+        assert not evaluate.agrees_with_walk(p, last), "no work: nothing to agree with"
 
 
 def test_worked_steps_are_right():
@@ -247,7 +290,12 @@ def test_worked_steps_are_right():
         work = p.answer.splitlines()[:-1]
         if p.task == "arithmetic":
             _, x, op, y = p.key
-            assert work[0].startswith(f"{x}{op}{y}:") and (len(work) == 1 or work[1].startswith(f"-({y}-{x}):"))
+            w = max(4, len(str(x)), len(str(y)))  # padded: the same columns whatever the operands' lengths
+            assert work[0].startswith(f"{x:0{w}d}{op}{y:0{w}d}:")
+            assert len(work) == 1 or work[1].startswith(f"-({y:0{w}d}-{x:0{w}d}):")
+            assert [len(line.split(",")) for line in work] == [w + (op == "+" and x + y >= 10**w)] + [w] * (
+                len(work) - 1
+            )
             passes = [(x, op, y, work[0].split(":")[1])] + (
                 [(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else []
             )
@@ -273,7 +321,7 @@ def test_worked_steps_are_right():
             a, b = p.key[1], p.key[2]
             assert work[0] == ",".join(f"{v}{'∈' if v in b else '∉'}B" for v in a)
         if p.task == "gaokao_filter":
-            cond = re.search(r"x\|(.*?)\}", plain(p.prompt)).group(1)
+            cond = CONDITION.search(plain(p.prompt)).group(0)
             steps = re.findall(r"(-?\d+):([-\d<=>]+)([✓✗])", work[0])
             assert [int(v) for v, _, _ in steps] == list(p.key[6])
             for v, chain, mark in steps:
@@ -310,7 +358,8 @@ def test_example_prompts_are_held_out_or_reserved():
     examples = C.example_prompts(n_per_task=2)
     held = {p.prompt for p in C.held_out(50)} | {p.prompt for p in C.reserved_problems()}
     assert examples[0][0] == "已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=()"
-    assert len(examples) == 1 + 2 * 2 * len(C.TASKS) and all(prompt in held for prompt, _ in examples)
+    assert len(examples) == 1 + 2 * 2 * len(C.TASKS) + 1 and all(prompt in held for prompt, _ in examples[:-1])
+    assert examples[-1] == (C.ANY_ELEMENT_EXAMPLE.prompt, C.ANY_ELEMENT_LABEL)  # many right answers: for sampling
 
 
 @pytest.mark.parametrize("kind", ["tiny", "tiny-moe"])
@@ -321,7 +370,8 @@ def test_each_checkpoint_ships_the_demos_examples_with_their_answers(kind):
 
     shipped = examples.read(bundled_path(kind))
     assert shipped == examples.make() and [(e["prompt"], e["label"]) for e in shipped] == C.example_prompts()
-    problems = {p.prompt: p for p in C.held_out(50) + C.reserved_problems()}
+    problems = {p.prompt: p for p in C.held_out(50) + C.reserved_problems() + [C.ANY_ELEMENT_EXAMPLE]}
+    assert shipped[-1]["any_of"] == ["3", "5", "7", "9"] and all(examples.is_right(v, shipped[-1]) for v in "3579")
     for e in shipped:
         assert problems[e["prompt"]].is_correct(e["answer"]) and examples.is_right(e["answer"], e)
         assert not examples.is_right(e["answer"] + "\nA∩B={99}", e)

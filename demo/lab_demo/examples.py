@@ -50,7 +50,8 @@ def banner(lab) -> str:
         return (
             f"**The bundled model `{lab.name}` runs here** ({count(lab.arch.total_params)} parameters, on the CPU in"
             " seconds): a small Qwen2 trained on four kinds of problems (set intersection, LeetCode 34 on short"
-            " lists, addition and subtraction, and the gaokao set filter) in Chinese and English. On held-out"
+            " lists, addition and subtraction, and the gaokao set filter) in Chinese and English, and to name any"
+            " element of a set (many right answers: sample it to see the choice). On held-out"
             f" problems of those kinds it answers {shipped.score_range(lab.name)} right, depending on the kind (its model card"
             " has the table). The examples are problems of those kinds it never saw in training, and the Qwen2"
             " launch's gaokao set question; other questions are beyond it. To talk to a real Qwen2, start the demo"
@@ -81,7 +82,7 @@ def verdict(lab, history) -> str:
         return ""
     if "answer" in example:
         right = shipped.is_right(reply, example)
-        expected = example["answer"].strip().splitlines()[-1]
+        expected = " or ".join(example.get("any_of", [])) or example["answer"].strip().splitlines()[-1]
         return f"{'✅ **Right**' if right else '❌ **Wrong**'}: the known answer is `{expected}` ({example['label']})."
     if "problem" not in example:
         return ""

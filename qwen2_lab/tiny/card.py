@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from ..arch import arch_of
-from .curriculum import HELD_OUT_TEMPLATES, MIX, TASKS, TEMPLATES
+from .curriculum import ANY_ELEMENT, HELD_OUT_TEMPLATES, MIX, TASKS, trained_templates
 from .evaluate import slice_table
 
 LIMITS = """\
-- It knows only the four tasks above, within their ranges: set elements from -20 to 20 (1 to 8 per set), sorted
+- It knows only the tasks above, within their ranges: set elements from -20 to 20 (1 to 8 per set), sorted
   lists of 1 to 12 integers from -20 to 50, operands of 1 to 4 digits, B of 3 to 6 integers from -6 to 6 against
   x^3, x^2, |x| or 2x+1. Just beyond them (set elements up to ±60, lists of 13 to 16, a 5-digit operand, B up to
   ±9) it scores what the table's last row says; further out, and on anything else (chat, other questions), it was
   never trained and answers with the same confidence.
 - It needs its worked steps (the walk, the columns): the bare answer was never trained. The scores by slice above
-  are what to expect; a phrasing far from the sixteen it was trained on per task (eight per language) can fail even
-  on numbers it handles, and words it never saw can make it take one kind of problem for another.
+  are what to expect; a phrasing far from the ones it was trained on can fail even on numbers it handles, and words
+  it never saw can make it take one kind of problem for another.
 - It is a toy for looking inside (attention, routing, the residual stream), not a model to use."""
 
 
@@ -29,7 +29,7 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
     """The README.md text for checkpoint `kind`: what it is, how it was trained, its scores and its limits."""
     a = arch_of(config, kind)
     moe = a.n_experts > 0
-    n_trained = len(TEMPLATES[TASKS[0]]["zh"]) - HELD_OUT_TEMPLATES
+    n_trained = {t: sum(len(trained_templates(t, lang)) for lang in ("zh", "en")) for t in TASKS}
     lines = front_matter(moe) + [
         f"# `{kind}`: a {a.total_params / 1e6:.2f}M-parameter {'Qwen2-MoE' if moe else 'Qwen2'} trained from scratch "
         "on a gaokao-style toy curriculum",
@@ -67,10 +67,13 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         "## Training data",
         "",
         "A seeded synthetic curriculum (`qwen2_lab/tiny/curriculum.py`) in ChatML, half Chinese and half English, "
-        f"{n_trained} trained phrasings per language and task, full-width and half-width punctuation mixed, spaces "
-        "after commas or not; the loss is on the assistant's answer only. Task mix: "
-        + ", ".join(f"{t} {100 * MIX[t]:.0f}%" for t in TASKS)
-        + ". Held out and never trained on: 1,000 problems per task, in three splits (new numbers in the trained "
+        "with this many trained phrasings per task, both languages together: "
+        + ", ".join(f"{t} {n}" for t, n in n_trained.items())
+        + "; full-width and half-width punctuation mixed, spaces after commas and around symbols or not; the loss is "
+        "on the assistant's answer only. Task mix: "
+        + ", ".join(f"{t} {100 * MIX[t]:.0f}%" for t in MIX)
+        + f" ({ANY_ELEMENT}: `Name any element of A={{3,5,9}}.`, answered with one element drawn at random, so that "
+        "the model learns a choice with many right answers). Held out and never trained on: 1,000 problems per task, in three splits (new numbers in the trained "
         f"phrasings; {HELD_OUT_TEMPLATES} more phrasings per language and task; the corners of the number ranges, "
         "`curriculum.is_corner`), and the launch's gaokao question and the README's examples.",
         "",
@@ -110,16 +113,29 @@ def scores_section(kind: str, results: dict | None) -> list[str]:
     """The card's "Scores" lines: per task, by slice, and the reserved questions word for word."""
     lines: list[str] = []
     if results:
-        lines += ["", "## Scores", "", "| task | exact match |", "|---|---:|"]
-        lines += [f"| {t} | {100 * results['scores'][t]:.1f}% |" for t in TASKS]
+        agree = results.get("agrees_with_walk") or {}
+        lines += [
+            "",
+            "## Scores",
+            "",
+            "| task | exact match | final answer agrees with its own work |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {t} | {100 * results['scores'][t]:.1f}% | {cell_share(*agree[t]) if t in agree else '-'} |"
+                  for t in TASKS]  # fmt: skip
         lines += [
             "",
             f"Greedy decoding, {results['n_per_task']} held-out problems per task, the final answer compared with the "
-            "one computed from the problem. By slice (accuracy, and how many problems were asked):",
+            "one computed from the problem; the last column compares it with the answer the reply's own work implies "
+            "(its marks, its equal indices, its columns), right or wrong. By slice (accuracy, and how many problems "
+            "were asked):",
             "",
             slice_table(results),
             "",
             f"Re-run: `python -m qwen2_lab.tiny.evaluate {kind}`.",
+        ]
+        lines += any_element_lines(results.get("any_element"))
+        lines += [
             "",
             "The launch's gaokao question and the README's examples, word for word (kept out of training for every "
             "random seed):",
@@ -130,6 +146,24 @@ def scores_section(kind: str, results: dict | None) -> list[str]:
         lines += [f"| {cell(q['prompt'])} | {cell(q['reply'])} | {'right' if q['right'] else 'wrong: ' + cell(q['expected'])} |"
                   for q in results.get("reserved", [])]  # fmt: skip
     return lines
+
+
+def cell_share(right: int, asked: int) -> str:
+    return f"{100 * right / asked:.1f}% ({right}/{asked})" if asked else "-"
+
+
+def any_element_lines(measured: dict | None) -> list[str]:
+    """The card's lines on the questions with many right answers (evaluate.any_element)."""
+    if not measured:
+        return []
+    return [
+        "",
+        f"A question with many right answers ({ANY_ELEMENT}, {measured['n']} questions like `Name any element of "
+        f"A={{3,5,9}}.`): {100 * measured['greedy_valid']:.0f}% of greedy replies name an element of the set; at the "
+        f"answer's first token the model spreads its probability with an entropy of {measured['entropy_bits']:.2f} "
+        f"bits on average, {measured['candidates']:.1f} candidates above {100 * measured['candidates_over']:.0f}% "
+        "each: a real distribution for the sampling lessons to show.",
+    ]
 
 
 def load_text(history: dict) -> str:

@@ -1,7 +1,7 @@
 """The synthetic gaokao-style curriculum the bundled `tiny` and `tiny-moe` are trained on.
 
-Four small tasks, each a short question (Chinese or English, ten phrasings per language, punctuation and spacing as
-people type them) and an exact answer that shows its work on every line but the last:
+Four small tasks, each a short question (Chinese or English, dozens of phrasings per language, punctuation and
+spacing as people type them) and an exact answer that shows its work on every line but the last:
 
     intersection   已知集合A={2,-15,7}，B={7, 2}，则A∩B=
                    ->  2∈B,-15∉B,7∈B
@@ -10,12 +10,16 @@ people type them) and an exact answer that shows its work on every line but the 
                    ->  target=5:0:-3<1:5=2:5=3:9>
                        [1,2]                                       ([-1,-1] when absent)
     arithmetic     计算：48-327=
-                   ->  48-327:8-7-0=1,4-2-0=2,0-3-0=7
-                       -(327-48):7-8-0=9,2-4-1=7,3-0-1=2
+                   ->  0048-0327:8-7-0=1,4-2-0=2,0-3-0=7,0-0-1=9
+                       -(0327-0048):7-8-0=9,2-4-1=7,3-0-1=2,0-0-0=0
                        -279
     gaokao_filter  已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=
                    ->  -3:-5>-27<5✗,-1:-5<-1<5✓,0:-5<0<5✓,2:-5<8>5✗,3:-5<27>5✗
                        A∩B={-1,0}
+
+and a fifth with many right answers, so that sampling has a real choice to make (ANY_ELEMENT):
+
+    any_element    Name any element of A={3,5,7,9}.  ->  7       (an element drawn at random each time: any is right)
 
 The ranges: set elements from -20 to 20, 1 to 8 per set, sorted or not; sorted lists of 1 to 12 integers from -20 to
 50; operands of 1 to 4 digits, negative differences included; B of 3 to 6 integers from -6 to 6 against x^3, x^2,
@@ -26,15 +30,19 @@ a few others found by one lookup (is this number also in B? which digit is next?
 (the next common element, a carry looked ahead, the count of elements before the target). So the intersection and
 the filter walk through the set, marking each element (the filter writes the value of the condition's expression
 between its bounds, each with the relation that holds); arithmetic goes in columns from the units up with the carry
-(or borrow) as each column's third operand, and a difference whose last column still borrows is negative, so it is
-worked again the other way round; the search walks the list with its indices until it passes the target. Both
-restate what they work on first (the expression, the target), so that the work reads it from a fixed place, whatever
-words the question used.
+(or borrow) as each column's third operand, on operands padded to four digits so that every problem has the same
+columns, and a difference whose last column still borrows is negative, so it is worked again the other way round;
+the search walks the list with its indices until it passes the target. Both restate what they work on first (the
+expression, the target), so that the work reads it from a fixed place, whatever words the question used.
+
+The phrasings: ten written whole per language and task (TEMPLATES), of which the last two are held out, and many more
+made of a statement of the numbers followed by a question (STATEMENTS x QUESTIONS, and WHOLE): `trained_templates`.
 
 Generalisation is measured on three held-out splits (`held_out`), none ever trained on: new numbers in the trained
-phrasings ("numbers"), two phrasings per language and task that training never uses ("phrasing"), and the corners of
-the number ranges that training never draws ("corner", `is_corner`). The launch's own gaokao question and the
-examples in the README stay out of training too (`RESERVED_PROMPTS`). A `Problem` keeps its numbers (`key`), so the
+phrasings ("numbers"), two phrasings per language and task that training never uses, nor their telling words
+(HELD_OUT_WORDS) ("phrasing"), and the corners of the number ranges that training never draws ("corner",
+`is_corner`). The launch's own gaokao question and the examples in the README stay out of training too
+(`RESERVED_PROMPTS`). A `Problem` keeps its numbers (`key`), so the
 answer is computed from them (`solve`), never written by hand, and a held-out problem is excluded in every phrasing.
 Everything is seeded: the same seed gives the same problems, in the same order, on every machine (`random.Random`).
 """
@@ -42,6 +50,7 @@ Everything is seeded: the same seed gives the same problems, in the same order, 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 TASKS = ("intersection", "search_range", "arithmetic", "gaokao_filter")
@@ -74,7 +83,10 @@ class Problem:
         return msgs + [{"role": "assistant", "content": self.answer}] if with_answer else msgs
 
     def is_correct(self, reply: str) -> bool:
-        """Exact match of the final answer in `reply` with the one computed from the problem."""
+        """Exact match of the final answer in `reply` with the one computed from the problem; for any_element, any
+        element of the set is right."""
+        if self.task == "any_element":
+            return final(reply) in {str(v) for v in self.key[1]}
         return final(reply) == final(self.answer)
 
 
@@ -116,11 +128,18 @@ def search_walk(nums, target: int) -> str:
     return "".join(steps)
 
 
+WIDTH = 4  # arithmetic works on operands padded to 4 digits: the same columns whatever their lengths
+
+
+def width_of(x: int, y: int) -> int:
+    return max(WIDTH, len(str(x)), len(str(y)))
+
+
 def columns(x: int, op: str, y: int) -> tuple[str, int]:
     """Column arithmetic of x op y (x, y >= 0) from the units up, one `a+b+carry=digit` (or `a-b-borrow=digit`) per
-    digit of the longer operand, and an extra `0+0+1=1` when a sum carries out. Returns the text and the borrow out
-    of the last column (1: the difference is negative)."""
-    width = max(len(str(x)), len(str(y)))
+    digit of the operands padded to WIDTH digits, and an extra `0+0+1=1` when a sum carries out. Returns the text and
+    the borrow out of the last column (1: the difference is negative)."""
+    width = width_of(x, y)
     xs, ys = f"{x:0{width}d}"[::-1], f"{y:0{width}d}"[::-1]  # digits, units first
     cols, c = [], 0
     for a, b in zip(map(int, xs), map(int, ys)):
@@ -134,12 +153,15 @@ def columns(x: int, op: str, y: int) -> tuple[str, int]:
 
 
 def arithmetic_work(x: int, op: str, y: int) -> str:
-    """The expression restated, then its columns; for a negative difference, a second pass on -(y-x) (the first pass's
-    last column still borrows)."""
+    """The expression restated with its operands padded to the same width (0048-0327), then its columns; for a
+    negative difference, a second pass on -(y-x) (the first pass's last column still borrows). Padded, every problem
+    has the same columns, read from fixed places: the work never depends on how long each operand is (a model trained
+    on unpadded work failed the pairs of lengths it had not seen, such as 4 digits plus 4)."""
+    w = width_of(x, y)
     text, borrow = columns(x, op, y)
-    text = f"{x}{op}{y}:" + text
+    text = f"{x:0{w}d}{op}{y:0{w}d}:" + text
     if borrow:
-        text += f"\n-({y}-{x}):" + columns(y, "-", x)[0]
+        text += f"\n-({y:0{w}d}-{x:0{w}d}):" + columns(y, "-", x)[0]
     return text
 
 
@@ -215,7 +237,7 @@ def worked_answer(key: tuple) -> str:
     raise ValueError(f"unknown task {task!r}: one of {TASKS}")
 
 
-# ---- the phrasings: ten per language and task, the last HELD_OUT_TEMPLATES never trained on ------------------
+# ---- the phrasings: ten written whole per language and task, the last HELD_OUT_TEMPLATES never trained on --------
 
 TEMPLATES = {
     "intersection": {
@@ -324,6 +346,92 @@ TEMPLATES = {
         ],
     },
 }
+# More ways people ask, for training only: a statement of the numbers, then a question (or the question first, whole).
+# A model that saw only a few phrasings read the numbers by where they sat in them; many phrasings teach it to find
+# them by their shape. None uses the held-out phrasings' telling words (HELD_OUT_WORDS, checked by the tests).
+# fmt: off
+STATEMENTS = {
+    "intersection": {
+        "zh": ["已知A={a}，B={b}。", "集合A={a}，集合B={b}。", "设A={a}，B={b}，", "若A={a}，B={b}，", "令A={a}，B={b}，",
+               "已知集合A={a}与B={b}，", "有两个集合A={a}，B={b}，", "A={a}，B={b}，"],
+        "en": ["A={a}, B={b}.", "A={a} and B={b}.", "Let A={a}, B={b}.", "Given A={a} and B={b},", "Suppose A={a} and B={b}.",
+               "We have A={a} and B={b}.", "Take the sets A={a} and B={b}.", "For A={a} and B={b},", "Set A is {a} and set B is {b}."],
+    },
+    "search_range": {
+        "zh": ["数组nums={nums}，目标值{t}。", "nums={nums}，target={t}。", "已知升序数组{nums}，目标值为{t}，", "设nums={nums}，target={t}，",
+               "给定数组nums={nums}（非递减），目标{t}，", "有序数组{nums}，目标值target={t}，"],
+        "en": ["nums={nums}, target={t}.", "Given nums={nums} and target={t},", "The array is {nums} and the target is {t}.",
+               "Let nums={nums}, target={t}.", "Sorted array {nums}, target {t}.", "Take the sorted list {nums} and the number {t}.",
+               "Input: nums={nums}, target={t}."],
+    },
+    "arithmetic": {"zh": ["{e}", "算式{e}，", "计算{e}，"], "en": ["{e}", "Here is a sum: {e}.", "Expression: {e}."]},
+    "gaokao_filter": {
+        "zh": ["已知A={{x|{cond}}}，B={b}。", "设A={{x|{cond}}}，B={b}，", "若集合A={{x|{cond}}}，B={b}，", "集合A={{x|{cond}}}，集合B={b}，",
+               "令A={{x|{cond}}}，B={b}，"],
+        "en": ["A={{x|{cond}}}, B={b}.", "Let A={{x|{cond}}} and B={b}.", "Given A={{x|{cond}}} and B={b},",
+               "Suppose A={{x|{cond}}}, B={b}.", "Take A={{x|{cond}}} and B={b}.", "For A={{x|{cond}}} and B={b},"],
+    },
+}
+QUESTIONS = {
+    "intersection": {
+        "zh": ["求A∩B。", "则A∩B=", "A∩B是什么？", "求它们的交集。", "A和B的交集是？", "哪些数同时在A和B中？", "写出A∩B。", "A∩B等于？"],
+        "en": ["What is A∩B?", "Find A∩B.", "Compute A∩B.", "A∩B=", "Find their intersection.", "Which numbers are in both?",
+               "What is the intersection of A and B?", "List the elements in both sets.", "Give A∩B."],
+    },
+    "search_range": {
+        "zh": ["求开始位置和结束位置。", "返回target的起止下标。", "求target的第一个和最后一个位置。", "它在数组中的范围是？",
+               "找出目标值的开始和结束位置。"],
+        "en": ["Find the first and last position of target.", "Return the starting and ending position.",
+               "Where does it start and end?", "Give its first and last index.", "Find the range of the target.",
+               "Return [first, last], or [-1,-1] if absent."],
+    },
+    "arithmetic": {"zh": ["等于多少？", "求值。", "结果是？", "=?"], "en": ["What is it?", "Compute it.", "Evaluate.", "=?"]},
+    "gaokao_filter": {
+        "zh": ["求A∩B。", "则A∩B=", "A∩B是什么？", "写出A∩B。", "求A与B的交集。", "B中哪些元素属于A？"],
+        "en": ["What is A∩B?", "Find A∩B.", "A∩B=", "Compute their intersection.", "Which elements of B are in A?",
+               "Give A∩B."],
+    },
+}
+WHOLE = {
+    "intersection": {
+        "zh": ["求A={a}和B={b}的交集。", "A={a}与B={b}的交集是？", "集合{a}与{b}的交集是什么？"],
+        "en": ["Find the intersection of A={a} and B={b}.", "Compute A∩B where A={a} and B={b}.",
+               "What is A∩B if A={a} and B={b}?", "Which elements of A={a} are also in B={b}?",
+               "Intersect A={a} with B={b}.", "What numbers do {a} and {b} share?"],
+    },
+    "search_range": {
+        "zh": ["求{t}在有序数组{nums}中的开始和结束位置。", "target={t}在nums={nums}中的下标范围是？", "在{nums}中，{t}从哪里开始到哪里结束？"],
+        "en": ["Find where {t} starts and ends in {nums}.", "What is the index range of target={t} in nums={nums}?",
+               "Search {nums} for {t}: first and last position.", "In {nums}, find the first and last {t}.",
+               "Return the range of {t} in the sorted array nums={nums}."],
+    },
+    "arithmetic": {"zh": ["帮我算{e}。", "{e}得多少？"], "en": ["How much is {e}?", "Tell me {e}.", "Evaluate {e}."]},
+    "gaokao_filter": {
+        "zh": ["求集合A={{x|{cond}}}与B={b}的交集。", "B={b}中满足{cond}的元素组成的集合是？"],
+        "en": ["Find the intersection of A={{x|{cond}}} and B={b}.", "Which numbers in B={b} satisfy {cond}?",
+               "What is A∩B if A={{x|{cond}}} and B={b}?"],
+    },
+}
+# The telling words of the held-out phrasings (the last HELD_OUT_TEMPLATES of each TEMPLATES list), never used in a
+# trained one: the "phrasing" split measures questions worded in ways training never showed.
+HELD_OUT_WORDS = {
+    "intersection": ("给定两个", "公共元素", "那么", "Consider", "Write down", "Determine", "common elements"),
+    "search_range": ("有一个", "第一次和最后一次出现", "对于", "输出", "Sorted input", "starting and ending indices",
+                     "Locate"),
+    "arithmetic": ("请问", "列竖式", "What do you get", "Solve"),
+    "gaokao_filter": ("全集", "为？", "的交集是什么", "Consider", "Write down", "Determine", "belong to"),
+}
+# fmt: on
+
+
+def trained_templates(task: str, lang: str) -> list[str]:
+    """Every phrasing training uses for `task` in `lang`: TEMPLATES' trained ones, each statement followed by each
+    question, and the whole questions."""
+    join = "" if lang == "zh" else " "
+    made = [s + join + q for s in STATEMENTS[task][lang] for q in QUESTIONS[task][lang]]
+    return TEMPLATES[task][lang][:-HELD_OUT_TEMPLATES] + made + WHOLE[task][lang]
+
+
 # Never trained on, whatever the seed: the launch's gaokao question, the README's set-intersection example and two
 # that a tiny model trained on one-digit sets got wrong, so that a model answering them shows what it learned, not
 # what it saw. Word for word, as `reserved_problems()` asks them.
@@ -377,13 +485,30 @@ def gaokao_blank(prompt: str, rng: random.Random) -> str:
     return prompt + rng.choice(("", "", "()", "（ ）")) if prompt.endswith("=") else prompt
 
 
+SPACED = ("=", "∩", "|", "<", "≤", ">", "≥", "+", "-")  # symbols people may type with a space on each side
+
+
+def spaced(prompt: str, rng: random.Random) -> str:
+    """A fifth of the time, some of the symbols typed with spaces around them (A = {1,2}, A ∩ B, -5 < x^3 < 5,
+    48 + 327), as people type them; + and - only between two operands (never in -5 or non-decreasing)."""
+    if rng.random() >= 0.2:
+        return prompt
+    for c in SPACED:
+        if rng.random() < 0.6:
+            pattern = rf"(?<=[0-9x])\s*{re.escape(c)}\s*(?=[0-9])" if c in "+-" else rf"\s*{re.escape(c)}\s*"
+            prompt = re.sub(pattern, f" {c} ", prompt)
+    return prompt.strip()
+
+
 def render(key: tuple, rng: random.Random, split: str = "train") -> Problem:
     """Phrase a problem: pick the language, a template (a held-out one for split "phrasing", never otherwise),
-    punctuation and separators with `rng` (and, for training, a few words around it); write the answer from the
-    numbers."""
+    punctuation, separators and spacing with `rng` (and, for training, a few words around it); write the answer from
+    the numbers."""
     task, lang = key[0], rng.choice(("zh", "en"))
+    if task == "any_element":
+        return render_any_element(key, lang, rng)
     pool = TEMPLATES[task][lang]
-    templates = pool[-HELD_OUT_TEMPLATES:] if split == "phrasing" else pool[:-HELD_OUT_TEMPLATES]
+    templates = pool[-HELD_OUT_TEMPLATES:] if split == "phrasing" else trained_templates(task, lang)
     template, sep = typeset(rng.choice(templates), rng), rng.choice(SEPARATORS)
     if task == "intersection":
         prompt = template.format(a=fmt_set(key[1], sep), b=fmt_set(key[2], sep))
@@ -394,7 +519,7 @@ def render(key: tuple, rng: random.Random, split: str = "train") -> Problem:
                                  f"{key[1]}{key[2]}{key[3]}")  # fmt: skip
     else:
         prompt = template.format(cond=cond_text(*key[1:6]), b=fmt_set(key[6], sep))
-    prompt = gaokao_blank(prompt, rng)
+    prompt = spaced(gaokao_blank(prompt, rng), rng)
     return Problem(task, lang, decorate(prompt, rng) if split == "train" else prompt, worked_answer(key), key, split)
 
 
@@ -419,6 +544,8 @@ def is_corner(key: tuple) -> bool:
         return (op, digits) in (("+", (4, 4)), ("-", (1, 4)))
     if task == "gaokao_filter":
         return {-6, 6} <= set(key[6])
+    if task == ANY_ELEMENT:
+        return False
     raise ValueError(f"unknown task {task!r}: one of {TASKS}")
 
 
@@ -430,9 +557,11 @@ def some_order(xs: list, rng: random.Random, sorted_share: float) -> tuple:
 
 def draw_intersection(rng: random.Random, corner: bool = False) -> tuple:
     """Two sets of 1-8 distinct integers sharing 0 to all of the smaller one's elements: ('intersection', A, B).
+    Long sets are drawn more often than short ones (their walks and their final copies are the hardest).
 
     Values come from 0..9 a quarter of the time, -9..9 a fifth, -20..20 otherwise; sets are sorted or not."""
-    n_a, n_b = (n := rng.choice((1, 8)), n) if corner else (rng.randint(1, 8), rng.randint(1, 8))
+    size = (lambda: max(rng.randint(1, 8), rng.randint(1, 8))) if rng.random() < 0.4 else (lambda: rng.randint(1, 8))
+    n_a, n_b = (n := rng.choice((1, 8)), n) if corner else (size(), size())
     common = max(rng.randint(0, min(n_a, n_b)), rng.randint(0, min(n_a, n_b)))  # larger overlaps likelier
     r = rng.random()
     values = range(0, 10) if r < 0.25 else range(-9, 10) if r < 0.45 else VALUES
@@ -513,20 +642,61 @@ def draw_gaokao_filter(rng: random.Random, corner: bool = False) -> tuple:
     return ("gaokao_filter", f, lo, lo_strict, hi, hi_strict, b)
 
 
+# ---- any element: a question with many right answers, so that sampling has a real choice to make ---------------
+
+ANY_ELEMENT = "any_element"
+# fmt: off
+ANY_TEMPLATES = {
+    "zh": ["任取集合A={a}中的一个元素。", "写出集合A={a}的任意一个元素。", "从{a}中随便选一个数。", "A={a}，举出A中的一个元素。"],
+    "en": ["Name any element of A={a}.", "Pick a number from {a}.", "Give one element of the set A={a}.",
+           "A={a}. Say any member of A."],
+}
+# fmt: on
+
+
+def draw_any_element(rng: random.Random, corner: bool = False) -> tuple:
+    """A set of 3 to 6 distinct integers (from 0..9 half the time, else -20..20) and the element the answer names,
+    drawn uniformly: ('any_element', A, chosen). Trained on every element alike, the model learns to spread its
+    probability over the set's elements."""
+    values = range(0, 10) if rng.random() < 0.5 else VALUES
+    a = tuple(rng.sample(values, rng.randint(3, 6)))
+    return (ANY_ELEMENT, a, rng.choice(a))
+
+
+def render_any_element(key: tuple, lang: str, rng: random.Random) -> Problem:
+    """`Name any element of A={3,5,9}.` -> `5` (the element drawn in the key: any element is right)."""
+    prompt = typeset(rng.choice(ANY_TEMPLATES[lang]), rng).format(a=fmt_set(key[1], rng.choice(SEPARATORS)))
+    return Problem(ANY_ELEMENT, lang, spaced(prompt, rng), str(key[2]), key)
+
+
+ANY_ELEMENT_EXAMPLE = Problem(
+    ANY_ELEMENT, "en", "Name any element of A={3,5,7,9}.", "3", (ANY_ELEMENT, (3, 5, 7, 9), 3)
+)
+ANY_ELEMENT_LABEL = "Any element: many right answers (sampling)"
+
+
+def any_element_problems(n: int = 100, seed: int = HELD_OUT_SEED) -> list[Problem]:
+    """`n` seeded any-element questions, for measuring how the model spreads its choice (evaluate.any_element)."""
+    rng = random.Random(f"any element {seed}")
+    return [render(draw_any_element(rng), rng, "numbers") for _ in range(n)]
+
+
 DRAW = {
     "intersection": draw_intersection,
     "search_range": draw_search_range,
     "arithmetic": draw_arithmetic,
     "gaokao_filter": draw_gaokao_filter,
+    ANY_ELEMENT: draw_any_element,
 }
-# How often each task is drawn for training: the intersection and the filter, the slowest to learn, get the most.
-MIX = {"intersection": 0.3, "search_range": 0.2, "arithmetic": 0.2, "gaokao_filter": 0.3}
+# How often each task is drawn for training: the intersection and the filter, the slowest to learn, get the most;
+# any_element, a task with many right answers (for the sampling lessons), a little.
+MIX = {"intersection": 0.3, "search_range": 0.22, "arithmetic": 0.17, "gaokao_filter": 0.26, ANY_ELEMENT: 0.05}
 
 
 def draw_key(task: str, rng: random.Random, corner: bool = False) -> tuple:
     """The numbers of one random problem of `task`: inside the corners if `corner`, else outside them."""
     if task not in DRAW:
-        raise ValueError(f"unknown task {task!r}: one of {TASKS}")
+        raise ValueError(f"unknown task {task!r}: one of {tuple(DRAW)}")
     while True:
         key = DRAW[task](rng, corner)
         if is_corner(key) == corner:
@@ -604,8 +774,8 @@ def training_stream(seed: int, exclude: set, mix: dict = MIX):
 
     mix: task -> weight (e.g. {"intersection": 1.0} for that task alone).
     """
-    if not mix or set(mix) - set(TASKS):
-        raise ValueError(f"mix must weigh some of the tasks {TASKS}, got {mix!r}")
+    if not mix or set(mix) - set(DRAW):
+        raise ValueError(f"mix must weigh some of the tasks {tuple(DRAW)}, got {mix!r}")
     rng = random.Random(seed)
     tasks, weights = list(mix), list(mix.values())
     while True:
@@ -659,11 +829,12 @@ TASK_LABELS = {
 
 def example_prompts(n_per_task: int = 1) -> list[tuple[str, str]]:
     """(prompt, label) pairs a bundled model was trained to answer, for the web demo's examples: the launch's gaokao
-    set question, then `n_per_task` held-out problems of each task in Chinese and in English (never trained on)."""
+    set question, then `n_per_task` held-out problems of each task in Chinese and in English (never trained on), then
+    a question with many right answers (any element of a set), where sampling has a real choice to make."""
     out = [(p.prompt, "Gaokao 2024 set question (中文)") for p in reserved_problems() if p.task == "gaokao_filter"]
     held = held_out(50)
     for task in TASKS:
         for lang in ("zh", "en"):
             chosen = [p for p in held if p.task == task and p.lang == lang and p.split == "numbers"][:n_per_task]
             out += [(p.prompt, f"{TASK_LABELS[task]} ({'中文' if lang == 'zh' else 'English'})") for p in chosen]
-    return out
+    return out + [(ANY_ELEMENT_EXAMPLE.prompt, ANY_ELEMENT_LABEL)]

@@ -13,11 +13,25 @@ trained phrasings, unseen phrasings, range corners), one-digit against multi-dig
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import torch
 
-from .curriculum import SLICE_LABELS, SLICES, TASKS, Problem, beyond, held_out, reserved_problems, slices
+from .curriculum import (
+    SLICE_LABELS,
+    SLICES,
+    TASKS,
+    Problem,
+    any_element_problems,
+    beyond,
+    final,
+    fmt_list,
+    fmt_set,
+    held_out,
+    reserved_problems,
+    slices,
+)
 from .shipped import score_range, shipped_scores  # noqa: F401  (what the notebooks and docs read from here)
 
 DEFAULT_N = 300
@@ -38,6 +52,40 @@ def answer(model, tokenizer, problems: list[Problem], max_new_tokens: int = 128,
     return replies
 
 
+MARKS = {
+    "intersection": re.compile(r"(-?\d+)(∈|∉)B"),
+    "gaokao_filter": re.compile(r"(-?\d+):[^,]*?(✓|✗)"),
+    "search_range": re.compile(r"(\d+):-?\d+([<=>])"),
+    "arithmetic": re.compile(r"=(\d)"),
+}
+
+
+def walk_answer(task: str, reply: str) -> str | None:
+    """The final answer the reply's own work implies (its marks, its equal indices, its columns), as `final` reads a
+    last line; None when the reply shows no work to read."""
+    lines = reply.strip().splitlines()
+    work = lines[:-1]
+    if not work:
+        return None
+    if task in ("intersection", "gaokao_filter"):
+        marks = MARKS[task].findall(work[0])
+        return fmt_set([int(v) for v, m in marks if m in "∈✓"]) if marks else None
+    if task == "search_range":
+        hits = [int(i) for i, rel in MARKS[task].findall(work[0]) if rel == "="]
+        return fmt_list([hits[0], hits[-1]] if hits else [-1, -1])
+    digits = MARKS[task].findall(work[-1].split(":", 1)[-1])
+    if not digits:
+        return None
+    value = int("".join(reversed(digits)))
+    return str(-value if work[-1].startswith("-(") else value)
+
+
+def agrees_with_walk(p: Problem, reply: str) -> bool:
+    """Whether the reply's final answer is the one its own work implies (right or wrong)."""
+    implied = walk_answer(p.task, reply)
+    return implied is not None and implied == final(reply)
+
+
 def score(problems: list[Problem], replies: list[str]) -> dict:
     """{task: {slice: [right, asked]}} over the problems and their replies."""
     counts = {t: {s: [0, 0] for s in SLICES} for t in TASKS}
@@ -55,7 +103,8 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -
 
     Returns {"scores": {task: accuracy}, "slices": {task: {slice: [right, asked]}}, "n_per_task", "seconds",
     "wrong_examples": {task: up to 3}, "reserved": [{"prompt", "expected", "reply", "right"}], "beyond": {task:
-    [right, asked]} (empty without n_beyond)}.
+    [right, asked]} (empty without n_beyond), "agrees_with_walk": {task: [agreeing, asked]} (the final answer is the
+    one the reply's own work implies), "any_element": how the model spreads its choice (`any_element`)}.
     """
     problems = held_out(n_per_task)
     start = time.time()
@@ -73,9 +122,32 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -
     for p, r in zip(outside, answer(model, tokenizer, outside)):
         outside_counts[p.task][0] += p.is_correct(r)
         outside_counts[p.task][1] += 1
+    agree = {t: [0, 0] for t in TASKS}
+    for p, r in zip(problems, replies):
+        agree[p.task][0] += agrees_with_walk(p, r)
+        agree[p.task][1] += 1
     return {"scores": {t: counts[t]["all"][0] / counts[t]["all"][1] for t in TASKS}, "slices": counts,
+            "agrees_with_walk": agree, "any_element": any_element(model, tokenizer),
             "n_per_task": n_per_task, "seconds": round(time.time() - start, 1), "wrong_examples": wrong_examples,
             "reserved": asked, "beyond": outside_counts}  # fmt: skip
+
+
+@torch.inference_mode()
+def any_element(model, tokenizer, n: int = 100, share: float = 0.05) -> dict:
+    """How the model spreads its choice on questions with many right answers (`Name any element of A={3,5,9}.`): the
+    share of greedy replies that name an element, and at the answer's first token, the entropy of the distribution
+    (bits, at temperature 1) and how many candidates get more than `share` of it, averaged over `n` questions."""
+    problems = any_element_problems(n)
+    right = sum(p.is_correct(r) for p, r in zip(problems, answer(model, tokenizer, problems, max_new_tokens=8)))
+    entropy = above = 0.0
+    for p in problems:
+        text = tokenizer.apply_chat_template(p.messages(), add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+        probs = model(ids).logits[0, -1].float().softmax(-1)  # (V,)
+        entropy += -(probs * probs.clamp_min(1e-30).log2()).sum().item()
+        above += (probs > share).sum().item()
+    return {"n": n, "greedy_valid": right / n, "entropy_bits": round(entropy / n, 3),
+            "candidates_over": share, "candidates": round(above / n, 2)}  # fmt: skip
 
 
 def cell(right: int, asked: int) -> str:
@@ -123,6 +195,12 @@ def main(argv=None):
         results[name] = evaluate(lab.model, lab.tokenizer, args.n, args.beyond)
         print(f"\n## {name} ({results[name]['seconds']} s)\n")
         print(slice_table(results[name]))
+        agree = results[name]["agrees_with_walk"]
+        print("\nFinal answer agrees with the reply's own work: "
+              + ", ".join(f"{t} {100 * a / n:.1f}%" for t, (a, n) in agree.items()))  # fmt: skip
+        spread = results[name]["any_element"]
+        print(f"Any element ({spread['n']} questions): {100 * spread['greedy_valid']:.0f}% name one greedily; first "
+              f"token {spread['entropy_bits']:.2f} bits, {spread['candidates']:.1f} candidates over 5%")  # fmt: skip
         print("\nReserved questions (never trained on):")
         for q in results[name]["reserved"]:
             print(f"  {q['prompt']} -> {q['reply'].splitlines()[-1] if q['reply'] else ''} "

@@ -5,7 +5,8 @@ it was made (`training.json`, as its model card says).
     python -m qwen2_lab.tiny.shipped        # (re)write examples.json in both bundled folders
 
 Each example is {"label", "prompt", "answer"}: the launch's gaokao set question, then one held-out problem of each
-task in Chinese and in English (never trained on), with the worked answer computed from the problem. The demo reads
+task in Chinese and in English (never trained on), with the worked answer computed from the problem, then a question
+with many right answers (any element of a set: "any_of" lists them), where sampling has a real choice. The demo reads
 the file (`read`) and checks a reply against an example's answer (`is_right`: the final answers match, as the
 model card's scores count them); nothing is regenerated at start-up.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .curriculum import TASK_LABELS, TASKS, final, held_out, reserved_problems
+from .curriculum import ANY_ELEMENT_EXAMPLE, ANY_ELEMENT_LABEL, TASK_LABELS, TASKS, final, held_out, reserved_problems
 
 FILE = "examples.json"
 
@@ -29,7 +30,10 @@ def make() -> list[dict]:
         for lang in ("zh", "en"):
             p = next(p for p in held if p.task == task and p.lang == lang and p.split == "numbers")
             chosen.append((p, f"{TASK_LABELS[task]} ({'中文' if lang == 'zh' else 'English'})"))
-    return [{"label": label, "prompt": p.prompt, "answer": p.answer} for p, label in chosen]
+    any_of = [str(v) for v in ANY_ELEMENT_EXAMPLE.key[1]]
+    return [{"label": label, "prompt": p.prompt, "answer": p.answer} for p, label in chosen] + [
+        {"label": ANY_ELEMENT_LABEL, "prompt": ANY_ELEMENT_EXAMPLE.prompt, "answer": any_of[0], "any_of": any_of}
+    ]
 
 
 def write(folder: Path) -> Path:
@@ -58,8 +62,9 @@ def read(folder: Path) -> list[dict]:
 
 
 def is_right(reply: str, example: dict) -> bool:
-    """Whether `reply`'s final answer (its last line, as the model card's scores read it) is the example's."""
-    return final(reply) == final(example["answer"])
+    """Whether `reply`'s final answer (its last line, as the model card's scores read it) is the example's (or, for a
+    question with many right answers, one of its `any_of`)."""
+    return final(reply) in example.get("any_of", [final(example["answer"])])
 
 
 if __name__ == "__main__":
