@@ -1,8 +1,10 @@
 """The README stays true: its site table is the code's, and its commands exist."""
 
+import json
 import re
 from pathlib import Path
 
+from qwen2_lab.loading import bundled_path
 from qwen2_lab.trace import site_table
 
 ROOT = Path(__file__).parent.parent
@@ -44,3 +46,6 @@ def test_readme_states_the_bundled_models_measured_scores():
         assert f"| {label} | {100 * tiny[task]:.1f}% | {100 * moe[task]:.1f}% |" in readme, task
     guide = (ROOT / "notebooks" / "README.md").read_text()
     assert f"{score_range('tiny')} (`tiny`) and {score_range('tiny-moe')} (`tiny-moe`)" in guide
+    runs = [json.loads((bundled_path(k) / "training.json").read_text()) for k in ("tiny", "tiny-moe")]
+    minutes = " and ".join(f"{run['cpu_seconds'] / 60:.0f}" for run in runs)
+    assert f"({minutes} minutes of one CPU core" in readme, "the README's training time is the cards'"

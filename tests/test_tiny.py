@@ -152,7 +152,13 @@ def test_checkpoints_score_what_their_cards_say(lab):
     now = evaluate.evaluate(lab.model, lab.tokenizer, card["n_per_task"])
     for task in C.TASKS:
         assert now["scores"][task] == pytest.approx(card["scores"][task], abs=0.01), (kind, task)
+        agree, asked = now["agrees_with_walk"][task]
+        assert agree / asked == pytest.approx(card["agrees_with_walk"][task][0] / asked, abs=0.01), (kind, task)
     assert [q["right"] for q in now["reserved"]] == [q["right"] for q in card["reserved"]]
+    spread, shipped = now["any_element"], card["any_element"]
+    assert spread["entropy_bits"] == pytest.approx(shipped["entropy_bits"], abs=0.01)
+    assert spread["greedy_valid"] == pytest.approx(shipped["greedy_valid"], abs=0.02)
+    assert spread["entropy_bits"] > 1 and spread["candidates"] >= 2, "a real choice, for the sampling lessons"
 
 
 @pytest.mark.parametrize("task", C.TASKS)
@@ -290,12 +296,9 @@ def test_worked_steps_are_right():
         work = p.answer.splitlines()[:-1]
         if p.task == "arithmetic":
             _, x, op, y = p.key
-            w = max(4, len(str(x)), len(str(y)))  # padded: the same columns whatever the operands' lengths
-            assert work[0].startswith(f"{x:0{w}d}{op}{y:0{w}d}:")
-            assert len(work) == 1 or work[1].startswith(f"-({y:0{w}d}-{x:0{w}d}):")
-            assert [len(line.split(",")) for line in work] == [w + (op == "+" and x + y >= 10**w)] + [w] * (
-                len(work) - 1
-            )
+            assert work[0].startswith(f"{x}{op}{y}:") and (len(work) == 1 or work[1].startswith(f"-({y}-{x}):"))
+            w = max(4, len(str(x)), len(str(y)))  # the same columns whatever the operands' lengths, a sum's carry too
+            assert [len(line.split(",")) for line in work] == [w + (op == "+")] + [w] * (len(work) - 1)
             passes = [(x, op, y, work[0].split(":")[1])] + (
                 [(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else []
             )

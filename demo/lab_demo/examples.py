@@ -1,7 +1,8 @@
 """What the running model can be asked, what the banner says about it, and the verdict on a reply to an example.
 
 A bundled model ships its examples with their answers in its folder (`examples.json`, `qwen2_lab.tiny.shipped`):
-the launch's gaokao set question and held-out problems of the four kinds it was trained on, in Chinese and English.
+the launch's gaokao set question, held-out problems of the four kinds it was trained on, in Chinese and English, and
+a question with many right answers (any element of a set: the verdict accepts any).
 A real model gets the Qwen2 launch's three problems in both languages (their answers known to `qwen2_lab.checks`)
 and a few more. Every example whose answer can be checked is checked as soon as its reply is complete.
 """

@@ -29,7 +29,6 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
     """The README.md text for checkpoint `kind`: what it is, how it was trained, its scores and its limits."""
     a = arch_of(config, kind)
     moe = a.n_experts > 0
-    n_trained = {t: sum(len(trained_templates(t, lang)) for lang in ("zh", "en")) for t in TASKS}
     lines = front_matter(moe) + [
         f"# `{kind}`: a {a.total_params / 1e6:.2f}M-parameter {'Qwen2-MoE' if moe else 'Qwen2'} trained from scratch "
         "on a gaokao-style toy curriculum",
@@ -63,6 +62,19 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         f"| tied embeddings | {str(a.tied_embeddings).lower()} |",
         f"| parameters | {a.total_params:,} ({a.active_params:,} active per token) |",
         f"| checkpoint | {str(getattr(config, 'dtype', None) or 'float32').replace('torch.', '')}, {sizes_mib:.1f} MiB |",
+    ]
+    lines += data_section((history or {}).get("recipe", {}).get("mix") or MIX)
+    lines += training_section(history) + scores_section(kind, results)
+    lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
+              f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
+              f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def data_section(mix: dict) -> list[str]:
+    """The card's "Training data" lines: the curriculum, its phrasings and mix, what is held out, an example each."""
+    n_trained = {t: sum(len(set(trained_templates(t, lang))) for lang in ("zh", "en")) for t in TASKS}
+    lines = [
         "",
         "## Training data",
         "",
@@ -71,21 +83,17 @@ def model_card(kind: str, config, history: dict | None, results: dict | None, si
         + ", ".join(f"{t} {n}" for t, n in n_trained.items())
         + "; full-width and half-width punctuation mixed, spaces after commas and around symbols or not; the loss is "
         "on the assistant's answer only. Task mix: "
-        + ", ".join(f"{t} {100 * MIX[t]:.0f}%" for t in MIX)
+        + ", ".join(f"{t} {100 * share:.0f}%" for t, share in mix.items())
         + f" ({ANY_ELEMENT}: `Name any element of A={{3,5,9}}.`, answered with one element drawn at random, so that "
-        "the model learns a choice with many right answers). Held out and never trained on: 1,000 problems per task, in three splits (new numbers in the trained "
-        f"phrasings; {HELD_OUT_TEMPLATES} more phrasings per language and task; the corners of the number ranges, "
+        "the model learns a choice with many right answers). Held out and never trained on: 1,000 problems per "
+        f"task, in three splits (new numbers in the trained phrasings; {HELD_OUT_TEMPLATES} more phrasings per "
+        "language and task, whose telling words no trained phrasing uses; the corners of the number ranges, "
         "`curriculum.is_corner`), and the launch's gaokao question and the README's examples.",
         "",
         "| task | example question | answer |",
         "|---|---|---|",
     ]
-    lines += [f"| {t} | {q} | {ans} |" for t, q, ans in examples()]
-    lines += training_section(history) + scores_section(kind, results)
-    lines += ["", "## What it cannot do", "", LIMITS, "", "## Reproduce", "", "```",
-              f"python -m qwen2_lab.tiny.make --only {kind}   # tokenizer, training, evaluation, this card",
-              f"python -m qwen2_lab.tiny.evaluate {kind}", "```", ""]  # fmt: skip
-    return "\n".join(lines)
+    return lines + [f"| {t} | {q} | {ans} |" for t, q, ans in examples()]
 
 
 def training_section(history: dict | None) -> list[str]:
