@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 
 from ..facts import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, PRETOKENIZE_REGEX, SPECIAL_TOKENS, chatml
-from .curriculum import HELD_OUT_MAX, MIX, MOE_MIX, held_out, training_stream
+from .curriculum import HELD_OUT_MAX, held_out, training_stream
 
 HERE = Path(__file__).parent
 SEED = 0
 KINDS = ("tiny", "tiny-moe")
-MIXES = {"tiny": MIX, "tiny-moe": MOE_MIX}  # the share of each task in training
 STEPS = {"tiny": 16_000, "tiny-moe": 14_500}  # about 41 minutes of one core each (an MoE step costs 1.1x)
 
 VOCAB_SIZE = 1024  # BPE merges stop short of this on the curriculum: every frequent word is already one token
@@ -185,7 +184,7 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool 
     model = init_model(kind, tokenizer, seed)
     history = results = None
     if train:
-        recipe = Recipe(seed=seed, steps=steps or STEPS[kind], mix=MIXES[kind])
+        recipe = Recipe(seed=seed, steps=steps or STEPS[kind])
         history = train_model(model, tokenizer, recipe, minutes=minutes, progress=progress)
         if eval_n:
             results = evaluate(model, tokenizer, eval_n, n_beyond)
