@@ -1,6 +1,8 @@
 """The generation and experiment figures draw the numbers their sources hold (a Generation, a Sweep, an
 Attribution, a RunDiff), and refuse what they cannot draw."""
 
+import html
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from qwen2_lab import edits, viz
 from qwen2_lab.attribution import logit_attribution
 from qwen2_lab.experiments import compare_runs
 from qwen2_lab.patching import head_patch_sweep, patch_sweep
+from qwen2_lab.viz.style import text_columns
 
 CHAT = [{"role": "user", "content": "A={2,5,8}, B={1,5,7}. What is A∩B?"}]
 
@@ -34,11 +37,16 @@ def test_token_confidence_shows_each_tokens_probability(gen):
     assert np.nansum(np.asarray(fig.data[0].z, dtype=float)) == pytest.approx(d.probs.sum())
 
 
+def width(label: str) -> int:
+    """Columns a label takes on screen: HTML entities are one character, a Chinese character two."""
+    return text_columns(html.unescape(label))
+
+
 def test_token_confidence_writes_its_tokens_at_a_readable_size(gen, tiny):
     """A size set (plotly shrinks unsized cell text to fit, down to 4 px) and each cell's text cut to what fits a
     cell at MIN_WIDTH; the whole token stays on hover."""
     vocab = tiny.tokens(list(range(tiny.arch.vocab)))
-    longest = max(range(len(vocab)), key=lambda i: len(viz.token_label(vocab[i], 100)))
+    longest = max(range(len(vocab)), key=lambda i: width(viz.token_label(vocab[i], 100)))
     branch = gen.branch(1, longest)
     d = viz.token_confidence_data(branch)
     (heatmap,) = viz.draw_token_confidence(d).data
@@ -47,8 +55,10 @@ def test_token_confidence_writes_its_tokens_at_a_readable_size(gen, tiny):
     cell_px = (viz.MIN_WIDTH - 200) / d.per_row  # the plot's width at MIN_WIDTH (margins, colour bar) per cell
     written = [t for row in heatmap.text for t in row if t]
     assert len(written) == len(branch.steps)
-    assert all(len(t) * 0.6 * size <= cell_px for t in written), written  # monospace: 0.6 em per character
-    assert len(viz.token_label(vocab[longest], 100)) * 0.6 * size > cell_px  # the test has a token to cut
+    assert all(width(t) * 0.6 * size <= cell_px for t in written), written  # monospace: 0.6 em per column
+    assert width(viz.token_label(vocab[longest], 100)) * 0.6 * size > cell_px  # the test has a token to cut
+    wide = viz.token_label("，求target的开始位置", 8)  # a Chinese character takes two columns: cut by columns
+    assert width(wide) <= 8 and wide.endswith("…") and viz.token_label("<|im_end|>", 8) == "&lt;|im_en…"
     assert written[1].endswith("…*") and viz.token_label(vocab[longest]) in heatmap.customdata[0][1]
 
 

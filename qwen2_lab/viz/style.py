@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import math
 import textwrap
+import unicodedata
 
 import numpy as np
 import torch
@@ -52,14 +53,24 @@ def as_trace(x, view: str = "this function") -> Trace:
 # ---- tokens -----------------------------------------------------------------------------------------------------
 
 
+def text_columns(text: str) -> int:
+    """The columns `text` takes in a monospace font: two for a wide character (Chinese, full-width punctuation), one
+    for any other."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def token_label(token: str, max_label: int = MAX_LABEL) -> str:
     """A token as it can be read on an axis: whitespace made visible (␣ ↵ ⇥), other control characters escaped,
-    HTML-like text ('<|im_start|>', '<s>') escaped so plotly shows it instead of interpreting it, long ones cut."""
+    HTML-like text ('<|im_start|>', '<s>') escaped so plotly shows it instead of interpreting it, cut with '…' when it
+    takes more than `max_label` columns (a Chinese character takes two)."""
     if token == "":
         return "∅"
     out = "".join(VISIBLE.get(c, c if c.isprintable() else repr(c)[1:-1]) for c in token)
-    if len(out) > max_label:
-        out = out[: max_label - 1] + "…"
+    if text_columns(out) > max_label:
+        kept = 0
+        while text_columns(out[: kept + 1]) <= max_label - 1:
+            kept += 1
+        out = out[:kept] + "…"
     return html.escape(out, quote=False)
 
 
