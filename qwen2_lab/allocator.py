@@ -1,8 +1,9 @@
 """Repeated runs reuse their memory: glibc's malloc is asked to keep what a dropped trace frees.
 
-A trace that keeps every site holds hundreds of MB of tensors. When it is dropped, glibc hands most of that memory
-back to the kernel (blocks from 128 KB to 32 MB are mapped and unmapped one by one, or trimmed off the top of the
-heap), so the next trace pays for fresh pages again: a page fault and a zeroed page for every 4 KB it writes. A sweep
+A trace that keeps every site holds hundreds of MB of tensors. When it is dropped, glibc may hand most of that memory
+back to the kernel (blocks over its mmap threshold, 128 KB at first, are mapped and unmapped one by one, and the top
+of the heap is trimmed; the threshold slides up as mapped blocks are freed, so how much goes back depends on what the
+process did before), and then the next trace pays for fresh pages again: a page fault and a zeroed page for every 4 KB it writes. A sweep
 or an explorer redrawing traces over and over pays that every time. Asked to keep freed memory (mmap only for blocks
 over 32 MiB, the most glibc allows, and no trimming below 1 GiB), the process reuses it instead: repeated traces then
 fault only for blocks over 32 MiB (the logits of a long input), as HF's own forward does.
