@@ -17,7 +17,7 @@ from qwen2_lab.loading import bundled_path
 from qwen2_lab.tiny import curriculum as C
 from qwen2_lab.tiny import evaluate, make
 from qwen2_lab.tiny.evaluate import shipped_scores
-from qwen2_lab.tiny.train import Recipe, collate, encode, lr_at, train
+from qwen2_lab.tiny.train import Recipe, collate, encode, keep_average, lr_at, train, update_average
 
 KINDS = ("tiny", "tiny-moe")
 
@@ -296,11 +296,9 @@ def test_worked_steps_are_right():
         work = p.answer.splitlines()[:-1]
         if p.task == "arithmetic":
             _, x, op, y = p.key
-            w = max(4, len(str(x)), len(str(y)))  # padded: the same columns whatever the operands' lengths
-            assert work[0].startswith(f"{x:0{w}d}{op}{y:0{w}d}:")
-            assert len(work) == 1 or work[1].startswith(f"-({y:0{w}d}-{x:0{w}d}):")
-            carried = op == "+" and x + y >= 10**w  # a sum that carries out of the last column gets one more
-            assert [len(line.split(",")) for line in work] == [w + carried] + [w] * (len(work) - 1)
+            assert work[0].startswith(f"{x}{op}{y}:") and (len(work) == 1 or work[1].startswith(f"-({y}-{x}):"))
+            w = max(4, len(str(x)), len(str(y)))  # the same columns whatever the operands' lengths, a sum's carry too
+            assert [len(line.split(",")) for line in work] == [w + (op == "+")] + [w] * (len(work) - 1)
             passes = [(x, op, y, work[0].split(":")[1])] + (
                 [(y, "-", x, work[1].split(":")[1])] if len(work) == 2 else []
             )
@@ -419,6 +417,29 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, r) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_the_kept_weights_are_the_mean_of_the_steps_weighted_by_the_decay():
+    layer, average, after = torch.nn.Linear(3, 2), None, []
+    for step in range(6):
+        with torch.no_grad():
+            layer.weight.add_(torch.randn(2, 3))
+        after.append(layer.weight.detach().clone())
+        average = update_average(average, layer, 0.7)
+    keep_average(layer, average, 0.7)
+    w = [0.7 ** (5 - i) for i in range(6)]  # k steps ago weighs 0.7**k, whatever the run's length
+    torch.testing.assert_close(layer.weight, sum(wi * a for wi, a in zip(w, after)) / sum(w))
+
+
+def test_averaging_changes_the_kept_weights_not_the_training(tiny):
+    tok, runs, weights = tiny.tokenizer, [], []
+    for ema in (None, 0.9):
+        model = make.init_model("tiny", tok, seed=7)
+        runs.append(train(model, tok, Recipe(seed=7, steps=6, batch_size=4, warmup=1, sort_pool=2, ema=ema),
+                          progress=False, log_every=1))  # fmt: skip
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert runs[0]["loss"] == runs[1]["loss"], "the same steps, the same losses"
+    assert not torch.allclose(weights[0], weights[1]), "but the average of the last three steps is kept"
 
 
 @pytest.mark.parametrize("kind", KINDS)

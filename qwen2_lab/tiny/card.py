@@ -107,7 +107,7 @@ def training_section(history: dict | None) -> list[str]:
             "",
             f"{history['steps_done']} steps of {r['batch_size']} problems, AdamW (lr {r['lr']:g}, betas "
             f"{tuple(r['betas'])}, weight decay {r['weight_decay']}), {r['warmup']} warmup steps then cosine to "
-            f"{r['min_lr_ratio']:g} x lr, gradient clipping {r['clip']}, seed {r['seed']}, "
+            f"{r['min_lr_ratio']:g} x lr, gradient clipping {r['clip']}, {average_text(r)}seed {r['seed']}, "
             f"{history['threads']} CPU thread(s): **{history['cpu_seconds'] / 60:.1f} minutes of CPU** "
             f"({history['seconds'] / 60:.1f} minutes wall on a 2-core CPU shared with other work: load average "
             f"{load_text(history)}). Loss {history['loss'][0]:.3f} (first {history['step'][0]} steps) -> "
@@ -115,6 +115,13 @@ def training_section(history: dict | None) -> list[str]:
             "The loss curve is in `training.json` (`step`, `loss`, `lm_loss`, `aux_loss`, `lr`).",
         ]
     return lines
+
+
+def average_text(recipe: dict) -> str:
+    """How the kept weights were made: the moving average the recipe names, or none (the last step's weights)."""
+    if recipe.get("ema") is None:
+        return ""
+    return f"weights averaged over the last {1 - recipe['ema_from']:.0%} of the steps (decay {recipe['ema']:g}), "
 
 
 def scores_section(kind: str, results: dict | None) -> list[str]:

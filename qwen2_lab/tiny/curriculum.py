@@ -10,8 +10,8 @@ spacing as people type them) and an exact answer that shows its work on every li
                    ->  target=5:0:-3<1:5=2:5=3:9>
                        [1,2]                                       ([-1,-1] when absent)
     arithmetic     计算：48-327=
-                   ->  0048-0327:8-7-0=1,4-2-0=2,0-3-0=7,0-0-1=9
-                       -(0327-0048):7-8-0=9,2-4-1=7,3-0-1=2,0-0-0=0
+                   ->  48-327:8-7-0=1,4-2-0=2,0-3-0=7,0-0-1=9
+                       -(327-48):7-8-0=9,2-4-1=7,3-0-1=2,0-0-0=0
                        -279
     gaokao_filter  已知集合A={x|-5<x^3<5}，B={-3,-1,0,2,3}，则A∩B=
                    ->  -3:-5>-27<5✗,-1:-5<-1<5✓,0:-5<0<5✓,2:-5<8>5✗,3:-5<27>5✗
@@ -30,7 +30,7 @@ a few others found by one lookup (is this number also in B? which digit is next?
 (the next common element, a carry looked ahead, the count of elements before the target). So the intersection and
 the filter walk through the set, marking each element (the filter writes the value of the condition's expression
 between its bounds, each with the relation that holds); arithmetic goes in columns from the units up with the carry
-(or borrow) as each column's third operand, on operands padded to four digits so that every problem has the same
+(or borrow) as each column's third operand, always four columns (five for a sum) so that every problem has the same
 columns, and a difference whose last column still borrows is negative, so it is worked again the other way round;
 the search walks the list with its indices until it passes the target. Both restate what they work on first (the
 expression, the target), so that the work reads it from a fixed place, whatever words the question used.
@@ -128,7 +128,7 @@ def search_walk(nums, target: int) -> str:
     return "".join(steps)
 
 
-WIDTH = 4  # arithmetic works on operands padded to 4 digits: the same columns whatever their lengths
+WIDTH = 4  # arithmetic works in 4 columns (a sum in 5): the same columns whatever the operands' lengths
 
 
 def width_of(x: int, y: int) -> int:
@@ -137,8 +137,8 @@ def width_of(x: int, y: int) -> int:
 
 def columns(x: int, op: str, y: int) -> tuple[str, int]:
     """Column arithmetic of x op y (x, y >= 0) from the units up, one `a+b+carry=digit` (or `a-b-borrow=digit`) per
-    digit of the operands padded to WIDTH digits, and an extra `0+0+1=1` when a sum carries out. Returns the text and
-    the borrow out of the last column (1: the difference is negative)."""
+    digit of the operands padded to WIDTH digits, and for a sum always one more, `0+0+carry=carry`. Returns the text
+    and the borrow out of the last column (1: the difference is negative)."""
     width = width_of(x, y)
     xs, ys = f"{x:0{width}d}"[::-1], f"{y:0{width}d}"[::-1]  # digits, units first
     cols, c = [], 0
@@ -146,22 +146,22 @@ def columns(x: int, op: str, y: int) -> tuple[str, int]:
         v = a + b + c if op == "+" else a - b - c
         cols.append(f"{a}{op}{b}{op}{c}={v % 10}")
         c = int(v >= 10) if op == "+" else int(v < 0)
-    if op == "+" and c:
-        cols.append("0+0+1=1")
+    if op == "+":
+        cols.append(f"0+0+{c}={c}")
         c = 0
     return ",".join(cols), c
 
 
 def arithmetic_work(x: int, op: str, y: int) -> str:
-    """The expression restated with its operands padded to the same width (0048-0327), then its columns; for a
-    negative difference, a second pass on -(y-x) (the first pass's last column still borrows). Padded, every problem
-    has the same columns, read from fixed places: the work never depends on how long each operand is (a model trained
-    on unpadded work failed the pairs of lengths it had not seen, such as 4 digits plus 4)."""
-    w = width_of(x, y)
+    """The expression restated, then its columns; for a negative difference, a second pass on -(y-x) (the first pass's
+    last column still borrows). Every difference has 4 columns and every sum 5, whatever the operands' lengths, so
+    the work never depends on how long each is (a model that wrote one column per digit of the longer operand, and a
+    carry column only when a sum carried out, failed the pairs of lengths it had not seen together, such as 4 digits
+    plus 4; one that restated the operands padded, 0048-0327, misread them in phrasings it had not seen)."""
     text, borrow = columns(x, op, y)
-    text = f"{x:0{w}d}{op}{y:0{w}d}:" + text
+    text = f"{x}{op}{y}:" + text
     if borrow:
-        text += f"\n-({y:0{w}d}-{x:0{w}d}):" + columns(y, "-", x)[0]
+        text += f"\n-({y}-{x}):" + columns(y, "-", x)[0]
     return text
 
 
@@ -359,10 +359,11 @@ STATEMENTS = {
     },
     "search_range": {
         "zh": ["数组nums={nums}，目标值{t}。", "nums={nums}，target={t}。", "已知升序数组{nums}，目标值为{t}，", "设nums={nums}，target={t}，",
-               "给定数组nums={nums}（非递减），目标{t}，", "有序数组{nums}，目标值target={t}，"],
+               "给定数组nums={nums}（非递减），目标{t}，", "有序数组{nums}，目标值target={t}，", "升序数组{nums}和数{t}，",
+               "数组{nums}与整数{t}，"],
         "en": ["nums={nums}, target={t}.", "Given nums={nums} and target={t},", "The array is {nums} and the target is {t}.",
                "Let nums={nums}, target={t}.", "Sorted array {nums}, target {t}.", "Take the sorted list {nums} and the number {t}.",
-               "Input: nums={nums}, target={t}."],
+               "Input: nums={nums}, target={t}.", "The list {nums} and the number {t}.", "Sorted array {nums} and value {t}."],
     },
     "arithmetic": {"zh": ["{e}", "算式{e}，", "计算{e}，"], "en": ["{e}", "Here is a sum: {e}.", "Expression: {e}."]},
     "gaokao_filter": {
@@ -400,12 +401,19 @@ WHOLE = {
                "Intersect A={a} with B={b}.", "What numbers do {a} and {b} share?"],
     },
     "search_range": {
-        "zh": ["求{t}在有序数组{nums}中的开始和结束位置。", "target={t}在nums={nums}中的下标范围是？", "在{nums}中，{t}从哪里开始到哪里结束？"],
+        "zh": ["求{t}在有序数组{nums}中的开始和结束位置。", "target={t}在nums={nums}中的下标范围是？", "在{nums}中，{t}从哪里开始到哪里结束？",
+               "{nums}中{t}的开始和结束下标是？", "在{nums}中找{t}，返回首尾位置。", "请找出{t}在升序数组{nums}中的起止下标。",
+               "已知数组{nums}是非递减的，{t}出现的范围是什么？"],
         "en": ["Find where {t} starts and ends in {nums}.", "What is the index range of target={t} in nums={nums}?",
                "Search {nums} for {t}: first and last position.", "In {nums}, find the first and last {t}.",
-               "Return the range of {t} in the sorted array nums={nums}."],
+               "Return the range of {t} in the sorted array nums={nums}.", "Where are the first and last {t} in {nums}?",
+               "Find {t} in the sorted array {nums}: its first and last index.",
+               "In the non-decreasing list {nums}, find the range of {t}.", "What are the first and last indices of {t} in {nums}?",
+               "Given {nums}, return the first and last position of {t}."],
     },
-    "arithmetic": {"zh": ["帮我算{e}。", "{e}得多少？"], "en": ["How much is {e}?", "Tell me {e}.", "Evaluate {e}."]},
+    "arithmetic": {"zh": ["帮我算{e}。", "{e}得多少？", "{e}是多少？", "口算{e}。", "计算：{e}"],
+                   "en": ["How much is {e}?", "Tell me {e}.", "Evaluate {e}.", "Calculate {e}.", "Work out {e}.",
+                          "What's {e}?", "Find the value of {e}.", "Compute: {e}"]},
     "gaokao_filter": {
         "zh": ["求集合A={{x|{cond}}}与B={b}的交集。", "B={b}中满足{cond}的元素组成的集合是？"],
         "en": ["Find the intersection of A={{x|{cond}}} and B={b}.", "Which numbers in B={b} satisfy {cond}?",
@@ -426,10 +434,10 @@ HELD_OUT_WORDS = {
 
 def trained_templates(task: str, lang: str) -> list[str]:
     """Every phrasing training uses for `task` in `lang`: TEMPLATES' trained ones, each statement followed by each
-    question, and the whole questions."""
+    question, and the whole questions, each once."""
     join = "" if lang == "zh" else " "
     made = [s + join + q for s in STATEMENTS[task][lang] for q in QUESTIONS[task][lang]]
-    return TEMPLATES[task][lang][:-HELD_OUT_TEMPLATES] + made + WHOLE[task][lang]
+    return list(dict.fromkeys(TEMPLATES[task][lang][:-HELD_OUT_TEMPLATES] + made + WHOLE[task][lang]))  # distinct
 
 
 # Never trained on, whatever the seed: the launch's gaokao question, the README's set-intersection example and two
@@ -691,6 +699,9 @@ DRAW = {
 # How often each task is drawn for training: the intersection and the filter, the slowest to learn, get the most;
 # any_element, a task with many right answers (for the sampling lessons), a little.
 MIX = {"intersection": 0.3, "search_range": 0.22, "arithmetic": 0.17, "gaokao_filter": 0.26, ANY_ELEMENT: 0.05}
+# tiny-moe learned the search's lookups more slowly than tiny (its unseen search phrasings: 64% against 88%, the
+# other tasks alike): it gets more of them, at the expense of the intersection and the filter.
+MOE_MIX = {"intersection": 0.27, "search_range": 0.27, "arithmetic": 0.17, "gaokao_filter": 0.24, ANY_ELEMENT: 0.05}
 
 
 def draw_key(task: str, rng: random.Random, corner: bool = False) -> tuple:

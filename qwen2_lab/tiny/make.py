@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 from ..facts import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, PRETOKENIZE_REGEX, SPECIAL_TOKENS, chatml
-from .curriculum import HELD_OUT_MAX, held_out, training_stream
+from .curriculum import HELD_OUT_MAX, MOE_MIX, held_out, training_stream
 
 HERE = Path(__file__).parent
 SEED = 0
 KINDS = ("tiny", "tiny-moe")
-STEPS = {"tiny": 16_000, "tiny-moe": 14_500}  # about 41 minutes of one core each (an MoE step costs 1.1x)
+STEPS = {"tiny": 15_500, "tiny-moe": 14_000}  # about 43 minutes of one core each (an MoE step costs 1.1x)
+MIXES = {"tiny": None, "tiny-moe": MOE_MIX}  # the share of each task in training (None: curriculum.MIX)
 
 VOCAB_SIZE = 1024  # BPE merges stop short of this on the curriculum: every frequent word is already one token
 
@@ -184,7 +185,7 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool 
     model = init_model(kind, tokenizer, seed)
     history = results = None
     if train:
-        recipe = Recipe(seed=seed, steps=steps or STEPS[kind])
+        recipe = Recipe(seed=seed, steps=steps or STEPS[kind], mix=MIXES[kind])
         history = train_model(model, tokenizer, recipe, minutes=minutes, progress=progress)
         if eval_n:
             results = evaluate(model, tokenizer, eval_n, n_beyond)
