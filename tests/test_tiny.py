@@ -421,7 +421,7 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_the_kept_weights_are_the_mean_of_the_steps_weighted_by_the_decay():
     layer, average, after = torch.nn.Linear(3, 2), None, []
-    for step in range(6):
+    for _ in range(6):
         with torch.no_grad():
             layer.weight.add_(torch.randn(2, 3))
         after.append(layer.weight.detach().clone())
