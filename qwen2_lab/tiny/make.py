@@ -31,7 +31,7 @@ from .curriculum import HELD_OUT_MAX, MOE_MIX, held_out, training_stream
 HERE = Path(__file__).parent
 SEED = 0
 KINDS = ("tiny", "tiny-moe")
-STEPS = {"tiny": 15_500, "tiny-moe": 14_000}  # about 43 minutes of one core each (an MoE step costs 1.1x)
+STEPS = {"tiny": 15_500, "tiny-moe": 14_000}  # about 40 minutes of one core each (an MoE step costs 1.1x)
 MIXES = {"tiny": None, "tiny-moe": MOE_MIX}  # the share of each task in training (None: curriculum.MIX)
 
 VOCAB_SIZE = 1024  # BPE merges stop short of this on the curriculum: every frequent word is already one token
