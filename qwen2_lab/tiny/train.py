@@ -107,7 +107,8 @@ def make_optimizer(model, recipe: Recipe) -> torch.optim.AdamW:
 
 def train(model, tokenizer, recipe: Recipe, *, minutes: float | None = None, progress: bool = True,
           log_every: int = 10) -> dict:  # fmt: skip
-    """Train `model` in place; return the history: the recipe, the loss curve and the time taken.
+    """Train `model` in place (keeping, with `recipe.ema`, the moving average of its weights); return the history:
+    the recipe, the loss curve and the time taken.
 
     minutes: a wall-clock cap; if reached, training stops early and the history says so (`stopped_early`).
     progress: print the loss at most PROGRESS_LINES times, one plain line each (no bar, nothing timed).
@@ -128,8 +129,8 @@ def train(model, tokenizer, recipe: Recipe, *, minutes: float | None = None, pro
 @torch.no_grad()
 def update_average(average: dict | None, model, decay: float) -> dict:
     """One step of the moving average of the weights: sums = decay * sums + (1 - decay) * weights, over `n` steps.
-    Started from zero, so `averaged` divides by 1 - decay**n (as Adam corrects its moments): the mean of the weights
-    after each step, those of k steps ago weighing decay**k, whether the run is 100 steps long or 16,000."""
+    Started from zero, so `keep_average` divides the sums by 1 - decay**n (as Adam corrects its moments): the mean of
+    the weights after each step, those of k steps ago weighing decay**k, whether the run is 100 steps long or 16,000."""
     if average is None:
         average = {"sums": [torch.zeros_like(p) for p in model.parameters()], "n": 0}
     for s, p in zip(average["sums"], model.parameters()):
@@ -155,7 +156,8 @@ def machine_load() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> dict:
+def _train(model, tokenizer, recipe: Recipe, minutes, progress, log_every) -> tuple[dict, dict | None]:
+    """The training loop: the history, and the moving average of the weights (None without `recipe.ema`)."""
     torch.manual_seed(recipe.seed)
     is_moe = model.config.model_type == "qwen2_moe"
     aux_coef = model.config.router_aux_loss_coef if is_moe else 0.0
