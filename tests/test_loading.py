@@ -44,13 +44,23 @@ def test_bundled_models_have_qwen2_design(tiny, tiny_moe):
     assert tiny_moe.model.model.layers[0].mlp.shared_expert_gate.weight.shape == (1, m.hidden)
 
 
-def test_the_recipe_rebuilds_the_bundled_tokenizer(tmp_path):
-    """`python -m qwen2_lab.tiny.make` is deterministic: the same corpus and tokenizer come out every time."""
+def test_the_recipe_rebuilds_the_bundled_tokenizer():
+    """`python -m qwen2_lab.tiny.make` is deterministic: the corpus of today's curriculum gives the bundled tokenizer
+    (a curriculum changed without retraining fails here), and each bundled model records make's recipe."""
+    from transformers import AutoTokenizer
+
     from qwen2_lab.tiny import make
 
-    a = make.build_tokenizer(make.corpus())
-    b = make.build_tokenizer(make.corpus())
-    assert a.get_vocab() == b.get_vocab()
+    built = make.build_tokenizer(make.corpus()).get_vocab()
+    for kind in make.KINDS:
+        path = qwen2_lab.bundled_path(kind)
+        assert AutoTokenizer.from_pretrained(path).get_vocab() == built, kind
+        recipe = json.loads((path / "training.json").read_text())["recipe"]
+        assert (recipe["seed"], recipe["steps"], recipe["mix"]) == (
+            make.SEEDS[kind],
+            make.STEPS[kind],
+            make.MIXES[kind],
+        )
 
 
 def test_explicit_names_never_fall_back(tmp_path, monkeypatch):

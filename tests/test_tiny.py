@@ -349,6 +349,24 @@ def test_held_out_never_overlaps_training():
         C.held_out(C.HELD_OUT_MAX + 1)
 
 
+def test_validation_is_fresh_problems_in_trained_phrasings(capsys):
+    """What runs are chosen on: never a problem the cards report (held out, reserved), never a corner or an unseen
+    phrasing; and the shipped `tiny` does on it what it does on the held-out problems of the same kind."""
+    val = C.validation(30)
+    held = {p.key for p in C.held_out(C.HELD_OUT_MAX)}
+    assert len({p.key for p in val}) == len(val) == 30 * len(C.TASKS)
+    assert not {p.key for p in val} & (held | C.RESERVED)
+    assert all(p.split == "train" and not C.is_corner(p.key) for p in val)
+    words = [w for ws in C.HELD_OUT_WORDS.values() for w in ws]
+    assert not [p.prompt for p in val if any(w in p.prompt for w in words)]
+    assert all(p in val for p in C.validation(10)), "validation(n) is the start of validation(m), task by task"
+    evaluate.main(["tiny", "--validation", "10"])
+    share = float(re.search(r"tiny: validation ([\d.]+)%", capsys.readouterr().out).group(1))
+    card = json.loads((bundled_path("tiny") / "training.json").read_text())["eval"]["slices"]
+    numbers = sum(card[t]["numbers"][0] for t in C.TASKS) / sum(card[t]["numbers"][1] for t in C.TASKS)
+    assert share >= 100 * numbers - 15, (share, numbers)  # 40 problems: within a few misses of the card's slice
+
+
 def test_slices_sort_the_held_out_problems():
     held = C.held_out(40)
     assert {s for p in held for s in C.slices(p)} == set(C.SLICES)

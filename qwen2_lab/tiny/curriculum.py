@@ -56,6 +56,7 @@ from dataclasses import dataclass
 TASKS = ("intersection", "search_range", "arithmetic", "gaokao_filter")
 HELD_OUT_SEED = 10_007  # the held-out problems come from their own streams, one per task
 HELD_OUT_MAX = 1000  # held-out problems set aside per task: evaluations may use any first n <= this
+VALIDATION_SEED = 20_011  # the validation problems (for choosing between runs) come from their own streams
 HELD_OUT_SPLITS = ("numbers", "phrasing", "corner", "numbers")  # the cycle each task's held-out stream follows
 HELD_OUT_TEMPLATES = 2  # the last phrasings of each list, per language and task, are never trained on
 VALUES = range(-20, 21)  # set elements
@@ -734,6 +735,21 @@ def held_out(n_per_task: int = 200, seed: int = HELD_OUT_SEED) -> list[Problem]:
         while len(seen) < n_per_task:
             p = draw(task, rng, HELD_OUT_SPLITS[len(seen) % len(HELD_OUT_SPLITS)])
             if p.key not in seen and p.key not in RESERVED:
+                seen.add(p.key)
+                out.append(p)
+    return out
+
+
+def validation(n_per_task: int = 200, seed: int = VALIDATION_SEED) -> list[Problem]:
+    """Fresh problems in the trained phrasings, for choosing between training runs (random seeds, recipes) without
+    looking at the held-out problems the model cards report: never a held-out or reserved problem, never a corner."""
+    exclude = {p.key for p in held_out(HELD_OUT_MAX)} | set(RESERVED)
+    out = []
+    for task in TASKS:
+        rng, seen = random.Random(f"validation {seed} {task}"), set()
+        while len(seen) < n_per_task:
+            p = draw(task, rng)
+            if p.key not in seen and p.key not in exclude:
                 seen.add(p.key)
                 out.append(p)
     return out

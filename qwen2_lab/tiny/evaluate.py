@@ -3,6 +3,7 @@
     python -m qwen2_lab.tiny.evaluate                 # both bundled checkpoints, 300 held-out problems per task
     python -m qwen2_lab.tiny.evaluate tiny -n 50      # one checkpoint, fewer problems
     python -m qwen2_lab.tiny.evaluate path/to/folder  # any checkpoint made by make.py
+    python -m qwen2_lab.tiny.evaluate --validation 200 DIR1 DIR2  # compare training runs without the held-out
 
 Greedy decoding, the chat template with its default system prompt (exactly what `lab.generate(messages)` feeds the
 model), many prompts at once (padded on the left). A reply counts only if its final answer equals the one computed
@@ -31,6 +32,7 @@ from .curriculum import (
     held_out,
     reserved_problems,
     slices,
+    validation,
 )
 from .shipped import score_range, shipped_scores  # noqa: F401  (what the notebooks and docs read from here)
 
@@ -132,6 +134,14 @@ def evaluate(model, tokenizer, n_per_task: int = DEFAULT_N, n_beyond: int = 0) -
             "reserved": asked, "beyond": outside_counts}  # fmt: skip
 
 
+def validate(model, tokenizer, n_per_task: int = 200) -> dict[str, float]:
+    """Accuracy per task on `n_per_task` validation problems (`curriculum.validation`: trained phrasings, fresh
+    numbers), for choosing between training runs; the held-out problems stay for the model card."""
+    problems = validation(n_per_task)
+    right = [p.is_correct(r) for p, r in zip(problems, answer(model, tokenizer, problems))]
+    return {t: sum(ok for p, ok in zip(problems, right) if p.task == t) / n_per_task for t in TASKS}
+
+
 @torch.inference_mode()
 def any_element(model, tokenizer, n: int = 100, share: float = 0.05) -> dict:
     """How the model spreads its choice on questions with many right answers (`Name any element of A={3,5,9}.`): the
@@ -187,8 +197,16 @@ def main(argv=None):
     ap.add_argument("-n", type=int, default=DEFAULT_N, help="held-out problems per task (at most 1000)")
     ap.add_argument("--beyond", type=int, default=DEFAULT_BEYOND, help="problems per task beyond the trained ranges")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on a shared CPU)")
+    ap.add_argument("--validation", type=int, metavar="N", help="only score N validation problems per task")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.validation:
+        for name in args.names:
+            lab = load(name, device="cpu")
+            scores = validate(lab.model, lab.tokenizer, args.validation)
+            print(f"{name}: validation {100 * sum(scores.values()) / len(scores):.1f}% (" +
+                  ", ".join(f"{t} {100 * s:.1f}%" for t, s in scores.items()) + ")")  # fmt: skip
+        return
     results = {}
     for name in args.names:
         lab = load(name, device="cpu")

@@ -1,9 +1,10 @@
-"""Make the bundled checkpoints `tiny` (dense Qwen2) and `tiny-moe` (Qwen2-MoE), deterministically, from a seed.
+"""Make the bundled checkpoints `tiny` (dense Qwen2) and `tiny-moe` (Qwen2-MoE), deterministically, from random seeds.
 
     python -m qwen2_lab.tiny.make                       # tokenizer, then both models trained, evaluated, carded
     python -m qwen2_lab.tiny.make --only tiny           # one of them (the tokenizer is rebuilt, identically)
     python -m qwen2_lab.tiny.make --steps 100 --out DIR # a short run somewhere else
     python -m qwen2_lab.tiny.make --random              # untrained, seeded random weights (seconds)
+    python -m qwen2_lab.tiny.make --seed 3              # everything (tokenizer, weights, problems) from random seed 3
     python -m qwen2_lab.tiny.make --card-only           # rewrite each README.md from its training.json
     python -m qwen2_lab.tiny.make --eval-only           # score them again (nothing retrained), then rewrite cards
 
@@ -29,7 +30,9 @@ from ..facts import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, PRETOKENIZE_REGEX, SPE
 from .curriculum import HELD_OUT_MAX, MOE_MIX, held_out, training_stream
 
 HERE = Path(__file__).parent
-SEED = 0
+SEED = 0  # the tokenizer's corpus
+SEEDS = {"tiny": 0, "tiny-moe": 0}  # each model's weights and problems: one model's can change, the other kept
+# (runs of another seed are compared with `python -m qwen2_lab.tiny.evaluate --validation`, not on the held-out)
 KINDS = ("tiny", "tiny-moe")
 STEPS = {"tiny": 15_500, "tiny-moe": 14_000}  # about 40 minutes of one core each (an MoE step costs 1.1x)
 MIXES = {"tiny": None, "tiny-moe": MOE_MIX}  # the share of each task in training (None: curriculum.MIX)
@@ -174,14 +177,16 @@ def reevaluate(out: Path, kind: str, eval_n: int = 300, n_beyond: int = 50) -> P
     return rewrite_card(out, kind)
 
 
-def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool = True, steps: int | None = None,
+def make(kind: str, out: Path, seed: int | None = None, tokenizer=None, *, train: bool = True, steps: int | None = None,
          minutes: float | None = None, eval_n: int = 300, n_beyond: int = 50, progress: bool = True) -> Path:  # fmt: skip
-    """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it."""
+    """Build checkpoint `kind` into `out`: train it with the recipe (or leave it random), evaluate it, card it.
+    seed: its weights' and problems' random seed (default SEEDS[kind]); the tokenizer, if not given, from SEED."""
     from .evaluate import evaluate
     from .train import Recipe
     from .train import train as train_model
 
-    tokenizer = tokenizer or build_tokenizer(corpus(seed=seed))
+    seed = SEEDS[kind] if seed is None else seed
+    tokenizer = tokenizer or build_tokenizer(corpus(seed=SEED))
     model = init_model(kind, tokenizer, seed)
     history = results = None
     if train:
@@ -195,7 +200,11 @@ def make(kind: str, out: Path, seed: int = SEED, tokenizer=None, *, train: bool 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE, help="folder to write tiny/ and tiny-moe/ into")
-    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument(
+        "--seed",
+        type=int,
+        help=f"one random seed for everything (default: {SEED} for the tokenizer, then each model's own: {SEEDS})",
+    )
     ap.add_argument("--only", choices=KINDS, help="make just this one")
     ap.add_argument("--random", action="store_true", help="skip training: seeded random weights")
     ap.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
@@ -212,7 +221,7 @@ def main(argv=None):
             print(f"{kind}: {card}")
         return
     t0 = time.time()
-    tokenizer = build_tokenizer(corpus(seed=args.seed))
+    tokenizer = build_tokenizer(corpus(seed=SEED if args.seed is None else args.seed))
     print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - t0:.1f} s)")
     for kind in [args.only] if args.only else KINDS:
         path = make(kind, args.out / kind, args.seed, tokenizer, train=not args.random, steps=args.steps,
