@@ -350,6 +350,7 @@ TEMPLATES = {
 # More ways people ask, for training only: a statement of the numbers, then a question (or the question first, whole).
 # A model that saw only a few phrasings read the numbers by where they sat in them; many phrasings teach it to find
 # them by their shape. None uses the held-out phrasings' telling words (HELD_OUT_WORDS, checked by the tests).
+# Some name the sets in the other order (B first), as people do: a model that only saw A first walked the wrong list.
 # fmt: off
 STATEMENTS = {
     "intersection": {
@@ -369,9 +370,10 @@ STATEMENTS = {
     "arithmetic": {"zh": ["{e}", "算式{e}，", "计算{e}，"], "en": ["{e}", "Here is a sum: {e}.", "Expression: {e}."]},
     "gaokao_filter": {
         "zh": ["已知A={{x|{cond}}}，B={b}。", "设A={{x|{cond}}}，B={b}，", "若集合A={{x|{cond}}}，B={b}，", "集合A={{x|{cond}}}，集合B={b}，",
-               "令A={{x|{cond}}}，B={b}，"],
+               "令A={{x|{cond}}}，B={b}，", "B={b}，A={{x|{cond}}}。", "集合B={b}，集合A={{x|{cond}}}，", "设B={b}，A={{x|{cond}}}，"],
         "en": ["A={{x|{cond}}}, B={b}.", "Let A={{x|{cond}}} and B={b}.", "Given A={{x|{cond}}} and B={b},",
-               "Suppose A={{x|{cond}}}, B={b}.", "Take A={{x|{cond}}} and B={b}.", "For A={{x|{cond}}} and B={b},"],
+               "Suppose A={{x|{cond}}}, B={b}.", "Take A={{x|{cond}}} and B={b}.", "For A={{x|{cond}}} and B={b},",
+               "B={b}, A={{x|{cond}}}.", "Let B={b} and A={{x|{cond}}}.", "Given B={b} and A={{x|{cond}}},"],
     },
 }
 QUESTIONS = {
@@ -404,13 +406,15 @@ WHOLE = {
     "search_range": {
         "zh": ["求{t}在有序数组{nums}中的开始和结束位置。", "target={t}在nums={nums}中的下标范围是？", "在{nums}中，{t}从哪里开始到哪里结束？",
                "{nums}中{t}的开始和结束下标是？", "在{nums}中找{t}，返回首尾位置。", "请找出{t}在升序数组{nums}中的起止下标。",
-               "已知数组{nums}是非递减的，{t}出现的范围是什么？"],
+               "已知数组{nums}是非递减的，{t}出现的范围是什么？", "数组{nums}里，{t}从哪个下标开始，到哪个下标结束？",
+               "非递减数组{nums}，找出{t}最早和最晚的下标。", "看数组{nums}，{t}的首尾位置在哪里？"],
         "en": ["Find where {t} starts and ends in {nums}.", "What is the index range of target={t} in nums={nums}?",
                "Search {nums} for {t}: first and last position.", "In {nums}, find the first and last {t}.",
                "Return the range of {t} in the sorted array nums={nums}.", "Where are the first and last {t} in {nums}?",
                "Find {t} in the sorted array {nums}: its first and last index.",
                "In the non-decreasing list {nums}, find the range of {t}.", "What are the first and last indices of {t} in {nums}?",
-               "Given {nums}, return the first and last position of {t}."],
+               "Given {nums}, return the first and last position of {t}.",
+               "The sorted numbers are {nums}. Where is {t} first and last?"],
     },
     "arithmetic": {"zh": ["帮我算{e}。", "{e}得多少？", "{e}是多少？", "口算{e}。", "计算：{e}"],
                    "en": ["How much is {e}?", "Tell me {e}.", "Evaluate {e}.", "Calculate {e}.", "Work out {e}.",
