@@ -4,6 +4,7 @@ figures' fit in a real browser is tests/test_figures_browser.py's."""
 
 import json
 import math
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -427,6 +428,7 @@ def test_every_view_teaches_fills_its_container_and_renders_offline(tiny, tiny_t
         bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig)
         assert set(bundle) == {"application/vnd.plotly.v1+json"}, name
         text = json.dumps(bundle["application/vnd.plotly.v1+json"], default=str)
+        text = re.sub(r'"bdata": "[^"]*"', '"bdata": ""', text)  # base64 numbers may spell "cdn" by chance
         assert "http://" not in text and "https://" not in text and "cdn" not in text.lower(), name
 
 
